@@ -1,0 +1,126 @@
+//! Payment channels: one module per wire protocol, behind the [`Channel`] trait.
+//!
+//! Adapters keep wire types (`wire` submodules) apart from these domain types. Errors say
+//! whether retrying can help: [`ChannelError::Transient`] (timeout, 5xx, "system busy") is
+//! retried by Temporal; [`ChannelError::Declined`] is the channel's definite answer.
+
+pub mod alipay;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use payflow_client::Money;
+use serde::{Deserialize, Serialize};
+
+/// What to ask a channel for when creating a payment.
+#[derive(Debug, Clone)]
+pub struct PrecreateRequest {
+    /// Our order id, the channel's `out_trade_no`.
+    pub out_trade_no: String,
+    pub amount: Money,
+    pub subject: String,
+    /// Where the channel posts its asynchronous notification.
+    pub notify_url: String,
+    /// Absolute expiry (unix ms).
+    pub expires_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrecreateResponse {
+    pub qr_code: String,
+}
+
+/// The channel's view of a trade, normalised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TradeState {
+    /// The channel does not know the trade (e.g. QR not scanned yet).
+    NotFound,
+    WaitingForPayment,
+    /// Paid (Alipay `TRADE_SUCCESS` / `TRADE_FINISHED`).
+    Paid,
+    Closed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TradeQuery {
+    pub state: TradeState,
+    pub channel_trade_no: Option<String>,
+    /// Set when paid: the amount the channel says it collected.
+    pub paid_amount: Option<Money>,
+}
+
+/// Outcome of closing a trade at the channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CloseOutcome {
+    Closed,
+    /// The channel refused to close because the trade was paid meanwhile.
+    AlreadyPaid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    /// Retrying may succeed: network error, timeout, 5xx, the channel's "system busy".
+    #[error("channel unavailable: {0}")]
+    Transient(String),
+    /// The channel's definite refusal, with its own code and message.
+    #[error("channel declined: {code}: {message}")]
+    Declined { code: String, message: String },
+    /// The channel's answer failed verification or could not be parsed: never trusted.
+    #[error("channel response rejected: {0}")]
+    Untrusted(String),
+}
+
+/// A verified asynchronous notification from a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedNotice {
+    pub notify_id: String,
+    pub out_trade_no: String,
+    pub channel_trade_no: Option<String>,
+    pub trade_status: String,
+    pub total_amount: Option<String>,
+    /// When the channel says it sent the notification (unix ms).
+    pub notify_time_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoticeError {
+    #[error("malformed notification: {0}")]
+    Malformed(String),
+    #[error("notification signature does not verify")]
+    BadSignature,
+    #[error("notification is for another app id")]
+    WrongApp,
+}
+
+/// One payment channel protocol.
+#[async_trait::async_trait]
+pub trait Channel: Send + Sync {
+    fn name(&self) -> &str;
+    async fn precreate(&self, req: &PrecreateRequest) -> Result<PrecreateResponse, ChannelError>;
+    async fn query(&self, out_trade_no: &str) -> Result<TradeQuery, ChannelError>;
+    async fn close(&self, out_trade_no: &str) -> Result<CloseOutcome, ChannelError>;
+    /// Verifies an incoming notification (form or body) and extracts its fields.
+    fn verify_notice(&self, params: &BTreeMap<String, String>) -> Result<VerifiedNotice, NoticeError>;
+    /// The exact acknowledgement body the channel expects.
+    fn ack_body(&self) -> &'static str;
+}
+
+/// The configured channels by name.
+#[derive(Clone, Default)]
+pub struct Channels {
+    by_name: BTreeMap<String, Arc<dyn Channel>>,
+}
+
+impl Channels {
+    pub fn insert(&mut self, channel: Arc<dyn Channel>) {
+        self.by_name.insert(channel.name().to_string(), channel);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Channel>> {
+        self.by_name.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+}

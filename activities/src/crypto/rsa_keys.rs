@@ -1,0 +1,203 @@
+//! RSA keys and SHA256withRSA (PKCS#1 v1.5, "RSA2" in Alipay's words) signatures, base64.
+//!
+//! Keys load from PEM (PKCS#8 or PKCS#1) or from the bare base64 DER that channel consoles
+//! hand out. Private keys never appear in `Debug` output.
+
+use std::fmt;
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey};
+use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
+use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::signature::{SignatureEncoding, Signer, Verifier};
+use rsa::{RsaPrivateKey, RsaPublicKey};
+use sha2::Sha256;
+
+use super::CryptoError;
+
+/// A private key that signs with SHA256withRSA.
+#[derive(Clone)]
+pub struct RsaSigner {
+    key: SigningKey<Sha256>,
+    public: RsaPublicKey,
+}
+
+impl fmt::Debug for RsaSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RsaSigner([REDACTED])")
+    }
+}
+
+/// A public key that verifies SHA256withRSA signatures.
+#[derive(Clone, Debug)]
+pub struct RsaVerifier {
+    key: VerifyingKey<Sha256>,
+}
+
+fn key_err(what: &str, reason: impl ToString) -> CryptoError {
+    CryptoError::Key {
+        what: what.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Accepts PEM, or base64 DER without PEM armour (as channel consoles export keys).
+fn pem_or_der<T>(
+    text: &str,
+    what: &str,
+    from_pem: &[&dyn Fn(&str) -> Option<T>],
+    from_der: &[&dyn Fn(&[u8]) -> Option<T>],
+) -> Result<T, CryptoError> {
+    let text = text.trim();
+    if text.starts_with("-----BEGIN") {
+        return from_pem
+            .iter()
+            .find_map(|f| f(text))
+            .ok_or_else(|| key_err(what, "not a PKCS#8 or PKCS#1 RSA key"));
+    }
+    let compact: String = text.split_whitespace().collect();
+    let der = B64
+        .decode(compact.as_bytes())
+        .map_err(|_| key_err(what, "neither PEM nor base64 DER"))?;
+    from_der
+        .iter()
+        .find_map(|f| f(&der))
+        .ok_or_else(|| key_err(what, "not a PKCS#8 or PKCS#1 RSA key"))
+}
+
+impl RsaSigner {
+    pub fn from_private_key(key: RsaPrivateKey) -> Self {
+        let public = key.to_public_key();
+        RsaSigner {
+            key: SigningKey::<Sha256>::new(key),
+            public,
+        }
+    }
+
+    pub fn from_text(text: &str, what: &str) -> Result<Self, CryptoError> {
+        let key = pem_or_der(
+            text,
+            what,
+            &[
+                &|t| RsaPrivateKey::from_pkcs8_pem(t).ok(),
+                &|t| RsaPrivateKey::from_pkcs1_pem(t).ok(),
+            ],
+            &[
+                &|d| RsaPrivateKey::from_pkcs8_der(d).ok(),
+                &|d| RsaPrivateKey::from_pkcs1_der(d).ok(),
+            ],
+        )?;
+        Ok(Self::from_private_key(key))
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, CryptoError> {
+        let what = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| key_err(&what, e))?;
+        Self::from_text(&text, &what)
+    }
+
+    /// A fresh 2048-bit key (dev environment and tests).
+    pub fn generate() -> Result<(Self, String), CryptoError> {
+        let key = RsaPrivateKey::new(&mut rand::thread_rng(), 2048)
+            .map_err(|e| CryptoError::Sign(e.to_string()))?;
+        let pem = key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| CryptoError::Sign(e.to_string()))?
+            .to_string();
+        Ok((Self::from_private_key(key), pem))
+    }
+
+    /// base64(SHA256withRSA(data))
+    pub fn sign_base64(&self, data: &[u8]) -> Result<String, CryptoError> {
+        let sig = self
+            .key
+            .try_sign(data)
+            .map_err(|e| CryptoError::Sign(e.to_string()))?;
+        Ok(B64.encode(sig.to_bytes()))
+    }
+
+    pub fn verifier(&self) -> RsaVerifier {
+        RsaVerifier {
+            key: VerifyingKey::<Sha256>::new(self.public.clone()),
+        }
+    }
+
+    /// The public half as SPKI PEM (what `payflow keys public` prints).
+    pub fn public_pem(&self) -> String {
+        self.public
+            .to_public_key_pem(LineEnding::LF)
+            .expect("an RSA public key always encodes")
+    }
+}
+
+impl RsaVerifier {
+    pub fn from_text(text: &str, what: &str) -> Result<Self, CryptoError> {
+        let key = pem_or_der(
+            text,
+            what,
+            &[
+                &|t| RsaPublicKey::from_public_key_pem(t).ok(),
+                &|t| RsaPublicKey::from_pkcs1_pem(t).ok(),
+            ],
+            &[
+                &|d| RsaPublicKey::from_public_key_der(d).ok(),
+                &|d| RsaPublicKey::from_pkcs1_der(d).ok(),
+            ],
+        )?;
+        Ok(RsaVerifier {
+            key: VerifyingKey::<Sha256>::new(key),
+        })
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, CryptoError> {
+        let what = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| key_err(&what, e))?;
+        Self::from_text(&text, &what)
+    }
+
+    /// Verifies base64(SHA256withRSA(data)).
+    pub fn verify_base64(&self, data: &[u8], signature_b64: &str) -> Result<(), CryptoError> {
+        let raw = B64
+            .decode(signature_b64.trim().as_bytes())
+            .map_err(|_| CryptoError::SignatureEncoding)?;
+        let sig = Signature::try_from(raw.as_slice()).map_err(|_| CryptoError::BadSignature)?;
+        self.key
+            .verify(data, &sig)
+            .map_err(|_| CryptoError::BadSignature)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_and_verify_round_trip_and_tamper_fails() {
+        let (signer, pem) = RsaSigner::generate().unwrap();
+        let sig = signer.sign_base64(b"a=1&b=2").unwrap();
+        signer.verifier().verify_base64(b"a=1&b=2", &sig).unwrap();
+        assert!(matches!(
+            signer.verifier().verify_base64(b"a=1&b=3", &sig),
+            Err(CryptoError::BadSignature)
+        ));
+        // Loads back from PEM and from bare base64 DER.
+        let again = RsaSigner::from_text(&pem, "test").unwrap();
+        assert_eq!(again.sign_base64(b"x").unwrap(), signer.sign_base64(b"x").unwrap());
+        let der_b64: String = pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        RsaSigner::from_text(&der_b64, "test").unwrap();
+        let public = RsaVerifier::from_text(&signer.public_pem(), "pub").unwrap();
+        public.verify_base64(b"a=1&b=2", &sig).unwrap();
+        assert!(format!("{signer:?}").contains("REDACTED"));
+    }
+
+    #[test]
+    fn rejects_garbage_keys() {
+        assert!(RsaSigner::from_text("hello", "k").is_err());
+        assert!(RsaVerifier::from_text("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----", "k").is_err());
+    }
+}

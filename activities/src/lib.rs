@@ -1,0 +1,26 @@
+//! # payflow-activities
+//!
+//! Every side effect payflow performs, each idempotent:
+//! - `channels/`: one module per channel protocol (`alipay`), behind the `Channel` trait;
+//! - `store/`: sqlx on SQLite or PostgreSQL: orders (compare-and-set), ledger, notices;
+//! - `accounting`: the rules that turn business events into balanced journal entries;
+//! - `notify/`: signed HTTP delivery of merchant callbacks;
+//! - `crypto/`: RSA2 and Standard Webhooks signatures;
+//! - `merchants`, `routing`: configured merchants and products;
+//! - `payment`, `notification`: the Temporal activities workflows call.
+
+pub mod accounting;
+pub mod channels;
+pub mod crypto;
+pub mod merchants;
+pub mod notification;
+pub mod notify;
+pub mod payment;
+pub mod routing;
+pub mod services;
+pub mod store;
+pub mod tls;
+
+pub use notification::NotifyActivities;
+pub use payment::PaymentActivities;
+pub use services::{PaymentTiming, Services, SharedServices};

@@ -1,0 +1,97 @@
+//! Notification activities: build the signed callback body and make one delivery attempt.
+
+use std::sync::Arc;
+
+use payflow_client::{DeliveryAttempt, NotificationRequest};
+use serde::{Deserialize, Serialize};
+use temporalio_common::error::ApplicationFailure;
+use temporalio_macros::activities;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+
+use crate::merchants::{MerchantError, MerchantStatus};
+use crate::notify::Callback;
+use crate::services::SharedServices;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Deliver {
+    pub request: NotificationRequest,
+    pub attempt: u32,
+    /// Unix ms of the event, fixed by the workflow so every attempt sends the same body.
+    pub event_time_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum DeliverOutcome {
+    Attempted(DeliveryAttempt),
+    /// The merchant is blocked: nothing was sent.
+    Held,
+    /// The event cannot be delivered as configured (unknown merchant, URL not allowed).
+    Undeliverable(String),
+}
+
+/// What the merchant receives: `{"type", "timestamp", "data"}`.
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    timestamp: String,
+    data: &'a serde_json::Value,
+}
+
+pub struct NotifyActivities {
+    services: SharedServices,
+}
+
+impl NotifyActivities {
+    pub fn new(services: SharedServices) -> Self {
+        NotifyActivities { services }
+    }
+}
+
+#[activities]
+impl NotifyActivities {
+    #[activity]
+    pub async fn deliver(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: Deliver,
+    ) -> Result<DeliverOutcome, ActivityError> {
+        let s = &self.services;
+        let req = &input.request;
+        let merchant = match s.merchants.get(&req.merchant_id) {
+            Ok(m) => m,
+            Err(e) => return Ok(DeliverOutcome::Undeliverable(e.to_string())),
+        };
+        if merchant.status == MerchantStatus::Blocked {
+            return Ok(DeliverOutcome::Held);
+        }
+        let url = match merchant.notify_url(req.notify_url.as_deref()) {
+            Ok(u) => u,
+            Err(e @ (MerchantError::NotifyUrlNotAllowed(_) | MerchantError::NoNotifyUrl(_))) => {
+                return Ok(DeliverOutcome::Undeliverable(e.to_string()));
+            }
+            Err(e) => return Ok(DeliverOutcome::Undeliverable(e.to_string())),
+        };
+        let timestamp = chrono::DateTime::from_timestamp_millis(input.event_time_ms)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let body = serde_json::to_vec(&Body {
+            event_type: &req.event_type,
+            timestamp,
+            data: &req.data,
+        })
+        .map_err(|e| ActivityError::application(ApplicationFailure::non_retryable(e.to_string())))?;
+        let attempt = s
+            .deliverer
+            .deliver(Callback {
+                url: &url,
+                event_id: req.event_id.as_str(),
+                body: &body,
+                secret: &merchant.webhook_secret,
+                expect_body: merchant.expect_body.as_deref(),
+                attempt: input.attempt,
+            })
+            .await;
+        Ok(DeliverOutcome::Attempted(attempt))
+    }
+}

@@ -1,0 +1,292 @@
+//! Payment activities: validate and create the order, call the channel (prepay, query, close),
+//! and move the order with compare-and-set, posting the ledger in the same transaction.
+//!
+//! Business outcomes (declined, not paid yet) are return values; only transient trouble is
+//! an activity failure, which Temporal retries.
+
+use std::sync::Arc;
+
+use payflow_client::{ChannelFailure, Money, PayState, PaymentRequest, Prepay};
+use serde::{Deserialize, Serialize};
+use temporalio_common::error::ApplicationFailure;
+use temporalio_macros::activities;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+
+use crate::accounting;
+use crate::channels::{ChannelError, CloseOutcome, PrecreateRequest, TradeQuery};
+use crate::services::{PaymentTiming, SharedServices};
+use crate::store::StoreError;
+use crate::store::orders::{NewOrder, Order, OrderPatch};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpenPayment {
+    /// payflow's order id (deterministic, drawn by the workflow).
+    pub order_id: String,
+    pub request: PaymentRequest,
+    pub expires_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum Opened {
+    /// The order exists in state `Created` (or later, when retried).
+    Order { order: Order, timing: PaymentTiming },
+    /// Invalid request: nothing was created.
+    Rejected { reason: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum PrepayOutcome {
+    Ready(Prepay),
+    Declined(ChannelFailure),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SettlePaid {
+    pub order_id: String,
+    pub channel_trade_no: Option<String>,
+    pub paid_amount: Money,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MoveOrder {
+    pub order_id: String,
+    pub from: PayState,
+    pub to: PayState,
+    pub failure: Option<ChannelFailure>,
+}
+
+pub struct PaymentActivities {
+    services: SharedServices,
+}
+
+impl PaymentActivities {
+    pub fn new(services: SharedServices) -> Self {
+        PaymentActivities { services }
+    }
+}
+
+fn transient(e: impl std::fmt::Display) -> ActivityError {
+    ActivityError::application(ApplicationFailure::new(e.to_string()))
+}
+
+fn fatal(e: impl std::fmt::Display) -> ActivityError {
+    ActivityError::application(ApplicationFailure::non_retryable(e.to_string()))
+}
+
+fn store_err(e: StoreError) -> ActivityError {
+    match e {
+        StoreError::Db(_) | StoreError::Migrate(_) => transient(e),
+        other => fatal(other),
+    }
+}
+
+fn channel_err(e: ChannelError) -> ActivityError {
+    // Untrusted answers are retried too: a forged or garbled response must not end a payment.
+    transient(e)
+}
+
+impl PaymentActivities {
+    async fn order(&self, order_id: &str) -> Result<Order, ActivityError> {
+        self.services
+            .store
+            .order(order_id)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| fatal(format!("order {order_id} not found")))
+    }
+}
+
+#[activities]
+impl PaymentActivities {
+    /// Validates the request against merchants and routing, then creates the order.
+    #[activity]
+    pub async fn open_payment(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: OpenPayment,
+    ) -> Result<Opened, ActivityError> {
+        let s = &self.services;
+        let req = &input.request;
+        let rejected = |reason: String| Ok(Opened::Rejected { reason });
+        if let Err(e) = req.validate() {
+            return rejected(e.to_string());
+        }
+        let merchant = match s.merchants.enabled(&req.merchant_id) {
+            Ok(m) => m,
+            Err(e) => return rejected(e.to_string()),
+        };
+        if let Err(e) = merchant.notify_url(req.notify_url.as_deref()) {
+            return rejected(e.to_string());
+        }
+        let product = match s.routing.route(&req.product_id, &req.amount) {
+            Ok(p) => p,
+            Err(e) => return rejected(e.to_string()),
+        };
+        if s.channels.get(&product.channel).is_none() {
+            return rejected(format!("channel {} is not configured", product.channel));
+        }
+        let order = s
+            .store
+            .create_order(&NewOrder {
+                order_id: input.order_id.clone(),
+                merchant_id: req.merchant_id.to_string(),
+                merchant_order_no: req.merchant_order_no.to_string(),
+                amount: req.amount,
+                product_id: req.product_id.to_string(),
+                channel: product.channel.clone(),
+                subject: req.subject.clone(),
+                expires_at_ms: input.expires_at_ms,
+            })
+            .await;
+        match order {
+            Ok(order) => Ok(Opened::Order {
+                order,
+                timing: s.payment_timing.clone(),
+            }),
+            Err(StoreError::Conflict(msg)) => rejected(format!("conflict: {msg}")),
+            Err(e) => Err(store_err(e)),
+        }
+    }
+
+    /// Asks the channel for the prepay credential; the order goes `Created -> Pending`, or
+    /// `Created -> Failed` on the channel's definite refusal.
+    #[activity]
+    pub async fn prepay(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        order_id: String,
+    ) -> Result<PrepayOutcome, ActivityError> {
+        let s = &self.services;
+        let order = self.order(&order_id).await?;
+        let channel = s
+            .channels
+            .get(&order.channel)
+            .ok_or_else(|| fatal(format!("channel {} not configured", order.channel)))?;
+        let result = channel
+            .precreate(&PrecreateRequest {
+                out_trade_no: order.order_id.clone(),
+                amount: order.amount,
+                subject: order.subject.clone(),
+                notify_url: s.notify_url_for(&order.channel),
+                expires_at_ms: order.expires_at_ms,
+            })
+            .await;
+        match result {
+            Ok(resp) => {
+                s.store
+                    .transition(&order_id, PayState::Created, PayState::Pending, &OrderPatch::default())
+                    .await
+                    .map_err(store_err)?;
+                Ok(PrepayOutcome::Ready(Prepay {
+                    order_id: order.order_id,
+                    channel: order.channel,
+                    qr_code: resp.qr_code,
+                    expires_at_ms: order.expires_at_ms,
+                }))
+            }
+            Err(ChannelError::Declined { code, message }) => {
+                let failure = ChannelFailure { code, message };
+                s.store
+                    .transition(
+                        &order_id,
+                        PayState::Created,
+                        PayState::Failed,
+                        &OrderPatch {
+                            failure: Some(failure.clone()),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(store_err)?;
+                Ok(PrepayOutcome::Declined(failure))
+            }
+            Err(e) => Err(channel_err(e)),
+        }
+    }
+
+    /// Asks the channel what it knows about the trade.
+    #[activity]
+    pub async fn query_trade(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        order_id: String,
+    ) -> Result<TradeQuery, ActivityError> {
+        let order = self.order(&order_id).await?;
+        let channel = self
+            .services
+            .channels
+            .get(&order.channel)
+            .ok_or_else(|| fatal(format!("channel {} not configured", order.channel)))?;
+        channel.query(&order.order_id).await.map_err(channel_err)
+    }
+
+    /// Closes the trade at the channel (expiry or merchant close).
+    #[activity]
+    pub async fn close_trade(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        order_id: String,
+    ) -> Result<CloseOutcome, ActivityError> {
+        let order = self.order(&order_id).await?;
+        let channel = self
+            .services
+            .channels
+            .get(&order.channel)
+            .ok_or_else(|| fatal(format!("channel {} not configured", order.channel)))?;
+        channel.close(&order.order_id).await.map_err(channel_err)
+    }
+
+    /// The channel confirmed payment: `Pending -> Succeeded` and the ledger entry, in one
+    /// database transaction.
+    #[activity]
+    pub async fn settle_paid(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: SettlePaid,
+    ) -> Result<Order, ActivityError> {
+        let s = &self.services;
+        let order = self.order(&input.order_id).await?;
+        let entry = accounting::payment_succeeded(
+            &order.order_id,
+            &order.channel,
+            &order.merchant_id,
+            input.paid_amount,
+        );
+        s.store
+            .transition_with_entry(
+                &order.order_id,
+                PayState::Pending,
+                PayState::Succeeded,
+                &OrderPatch {
+                    channel_trade_no: input.channel_trade_no,
+                    paid_amount: Some(input.paid_amount),
+                    failure: None,
+                },
+                Some(&entry),
+            )
+            .await
+            .map_err(store_err)
+    }
+
+    /// A plain compare-and-set state change with no money movement (close, fail).
+    #[activity]
+    pub async fn move_order(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: MoveOrder,
+    ) -> Result<Order, ActivityError> {
+        self.services
+            .store
+            .transition(
+                &input.order_id,
+                input.from,
+                input.to,
+                &OrderPatch {
+                    failure: input.failure,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(store_err)
+    }
+}

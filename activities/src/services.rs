@@ -1,0 +1,50 @@
+//! What every activity can reach: the store, channels, merchants, routing and the HTTP
+//! deliverer, built once at worker start-up and shared by `Arc`.
+
+use std::sync::Arc;
+
+use crate::channels::Channels;
+use crate::merchants::Merchants;
+use crate::notify::Deliverer;
+use crate::routing::Routing;
+use crate::store::Store;
+
+/// Timing policy handed to payment workflows (scaled down in tests).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct PaymentTiming {
+    /// Delays between active channel queries while waiting for payment, in milliseconds; the
+    /// last one repeats until expiry.
+    pub query_schedule_ms: Vec<u64>,
+}
+
+impl Default for PaymentTiming {
+    fn default() -> Self {
+        // 10s, 30s, 1m, 2m, 5m, then every 5m until expiry.
+        PaymentTiming {
+            query_schedule_ms: vec![10_000, 30_000, 60_000, 120_000, 300_000],
+        }
+    }
+}
+
+pub struct Services {
+    pub store: Store,
+    pub channels: Channels,
+    pub merchants: Merchants,
+    pub routing: Routing,
+    pub deliverer: Deliverer,
+    /// Our public ingress base URL; channels post notifications to
+    /// `{ingress_base_url}/channels/{channel}/notify`.
+    pub ingress_base_url: url::Url,
+    pub payment_timing: PaymentTiming,
+    /// Merchant callback retry schedule in milliseconds.
+    pub notify_schedule_ms: Vec<u64>,
+}
+
+pub type SharedServices = Arc<Services>;
+
+impl Services {
+    pub fn notify_url_for(&self, channel: &str) -> String {
+        let base = self.ingress_base_url.as_str().trim_end_matches('/');
+        format!("{base}/channels/{channel}/notify")
+    }
+}

@@ -1,0 +1,187 @@
+//! Double-entry journal: entries with a unique id, each with postings that balance per
+//! currency. Posting the same entry id twice is one entry. Which postings a business event
+//! produces is decided in `crate::accounting`, nowhere else.
+
+use std::collections::BTreeMap;
+
+use payflow_client::{Currency, Money};
+use serde::{Deserialize, Serialize};
+use sqlx::{Any, Row, Transaction};
+
+use super::{Store, StoreError, now_ms};
+
+/// One side of an entry: a debit or a credit to an account, in minor units.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Posting {
+    pub account_id: String,
+    pub currency: Currency,
+    pub debit_minor: i64,
+    pub credit_minor: i64,
+}
+
+impl Posting {
+    pub fn debit(account_id: impl Into<String>, amount: Money) -> Posting {
+        Posting {
+            account_id: account_id.into(),
+            currency: amount.currency(),
+            debit_minor: amount.minor_units(),
+            credit_minor: 0,
+        }
+    }
+
+    pub fn credit(account_id: impl Into<String>, amount: Money) -> Posting {
+        Posting {
+            account_id: account_id.into(),
+            currency: amount.currency(),
+            debit_minor: 0,
+            credit_minor: amount.minor_units(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// Unique and deterministic for the business event (idempotency key).
+    pub entry_id: String,
+    /// The business event, e.g. `payment_succeeded`.
+    pub kind: String,
+    pub order_id: Option<String>,
+    pub postings: Vec<Posting>,
+}
+
+impl JournalEntry {
+    /// Refuses an entry whose debits and credits differ in any currency.
+    pub fn check_balanced(&self) -> Result<(), StoreError> {
+        if self.postings.len() < 2 {
+            return Err(StoreError::Invalid(format!(
+                "entry {} needs at least two postings",
+                self.entry_id
+            )));
+        }
+        let mut sums: BTreeMap<Currency, i128> = BTreeMap::new();
+        for p in &self.postings {
+            if p.debit_minor < 0 || p.credit_minor < 0 || (p.debit_minor == 0) == (p.credit_minor == 0) {
+                return Err(StoreError::Invalid(format!(
+                    "entry {}: each posting is one positive debit or credit",
+                    self.entry_id
+                )));
+            }
+            *sums.entry(p.currency).or_default() += p.debit_minor as i128 - p.credit_minor as i128;
+        }
+        if let Some((c, diff)) = sums.iter().find(|(_, d)| **d != 0) {
+            return Err(StoreError::Invalid(format!(
+                "entry {} does not balance in {c}: debits - credits = {diff}",
+                self.entry_id
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Inserts an entry inside `tx`; an entry id already present is left as it is.
+    pub(crate) async fn insert_entry(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        entry: &JournalEntry,
+    ) -> Result<bool, StoreError> {
+        entry.check_balanced()?;
+        let q = self.sql(
+            "INSERT INTO journal_entries (entry_id, kind, order_id, created_at_ms) \
+             VALUES (?, ?, ?, ?) ON CONFLICT (entry_id) DO NOTHING",
+        );
+        let inserted = sqlx::query(&q)
+            .bind(&entry.entry_id)
+            .bind(&entry.kind)
+            .bind(entry.order_id.clone())
+            .bind(now_ms())
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        if inserted == 0 {
+            return Ok(false);
+        }
+        let q = self.sql(
+            "INSERT INTO postings (entry_id, seq, account_id, currency, debit_minor, credit_minor) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        );
+        for (seq, p) in entry.postings.iter().enumerate() {
+            sqlx::query(&q)
+                .bind(&entry.entry_id)
+                .bind(seq as i64)
+                .bind(&p.account_id)
+                .bind(p.currency.code())
+                .bind(p.debit_minor)
+                .bind(p.credit_minor)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(true)
+    }
+
+    /// Posts an entry on its own. Returns false when the entry id was already posted.
+    pub async fn post_entry(&self, entry: &JournalEntry) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let inserted = self.insert_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    /// The entries recorded for an order, with their postings.
+    pub async fn entries_for_order(&self, order_id: &str) -> Result<Vec<JournalEntry>, StoreError> {
+        let q = self.sql(
+            "SELECT e.entry_id, e.kind, p.account_id, p.currency, p.debit_minor, p.credit_minor \
+             FROM journal_entries e JOIN postings p ON p.entry_id = e.entry_id \
+             WHERE e.order_id = ? ORDER BY e.created_at_ms, e.entry_id, p.seq",
+        );
+        let rows = sqlx::query(&q).bind(order_id).fetch_all(self.pool()).await?;
+        let mut out: Vec<JournalEntry> = Vec::new();
+        for r in rows {
+            let entry_id: String = r.try_get("entry_id")?;
+            let currency: String = r.try_get("currency")?;
+            let posting = Posting {
+                account_id: r.try_get("account_id")?,
+                currency: currency
+                    .parse()
+                    .map_err(|e: payflow_client::MoneyError| StoreError::Corrupt(e.to_string()))?,
+                debit_minor: r.try_get("debit_minor")?,
+                credit_minor: r.try_get("credit_minor")?,
+            };
+            match out.last_mut() {
+                Some(last) if last.entry_id == entry_id => last.postings.push(posting),
+                _ => out.push(JournalEntry {
+                    entry_id,
+                    kind: r.try_get("kind")?,
+                    order_id: Some(order_id.to_string()),
+                    postings: vec![posting],
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Debits minus credits per currency over every account: zero in a sound ledger.
+    pub async fn trial_balance(&self) -> Result<BTreeMap<String, i64>, StoreError> {
+        let q = "SELECT currency, SUM(debit_minor) AS d, SUM(credit_minor) AS c \
+                 FROM postings GROUP BY currency";
+        let rows = sqlx::query(q).fetch_all(self.pool()).await?;
+        let mut out = BTreeMap::new();
+        for r in rows {
+            let currency: String = r.try_get("currency")?;
+            let d: i64 = r.try_get("d")?;
+            let c: i64 = r.try_get("c")?;
+            out.insert(currency, d - c);
+        }
+        Ok(out)
+    }
+
+    /// Posted (debit, credit) totals of one account in minor units.
+    pub async fn account_totals(&self, account_id: &str) -> Result<(i64, i64), StoreError> {
+        let q = self.sql(
+            "SELECT COALESCE(SUM(debit_minor), 0) AS d, COALESCE(SUM(credit_minor), 0) AS c \
+             FROM postings WHERE account_id = ?",
+        );
+        let r = sqlx::query(&q).bind(account_id).fetch_one(self.pool()).await?;
+        Ok((r.try_get("d")?, r.try_get("c")?))
+    }
+}

@@ -1,0 +1,129 @@
+//! The typed names of payflow's workflows and their messages, as services see them.
+//!
+//! These are the SDK's definition traits (a name plus input/output types) implemented on marker
+//! types, so a service can start and signal payflow workflows while depending on this crate
+//! only. `payflow-workflows` implements each name (its `#[run(name = ...)]` attributes use the
+//! constants below, and a test checks the two agree).
+
+use temporalio_common::{
+    HasWorkflowDefinition, QueryDefinition, SignalDefinition, UpdateDefinition,
+    WorkflowDefinition,
+};
+
+use crate::notification::{NotificationRequest, NotificationStatus};
+use crate::payment::{ChannelNotice, PaymentRequest, PaymentStatus, Prepay};
+
+/// Workflow, signal, query and update names: the wire contract.
+pub mod names {
+    pub const PAYMENT: &str = "Payment";
+    pub const NOTIFICATION: &str = "Notification";
+
+    /// Signal from the ingress: the channel says something happened to the payment.
+    pub const CHANNEL_NOTIFIED: &str = "channel_notified";
+    /// Update used by `pay` for the early return of the prepay credential.
+    pub const PREPAY: &str = "prepay";
+    /// Query answered by every payflow workflow.
+    pub const STATUS: &str = "status";
+
+    /// Operator signal: deliver again now (after exhaustion: a fresh attempt cycle).
+    pub const RESEND: &str = "resend";
+    /// Operator signal: skip the current wait before the next attempt.
+    pub const RETRY_NOW: &str = "retry_now";
+}
+
+/// Task queues. Notifications get their own so a slow merchant never holds payment work.
+pub mod task_queues {
+    pub const PAYMENTS: &str = "payflow-payments";
+    pub const NOTIFY_REALTIME: &str = "payflow-notify-realtime";
+    pub const NOTIFY_BATCH: &str = "payflow-notify-batch";
+}
+
+macro_rules! workflow_def {
+    ($(#[$doc:meta])* $name:ident, $wf_name:expr, $input:ty, $output:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default)]
+        pub struct $name;
+        impl WorkflowDefinition for $name {
+            type Input = $input;
+            type Output = $output;
+            fn name(&self) -> &str {
+                $wf_name
+            }
+        }
+        impl HasWorkflowDefinition for $name {
+            type Run = $name;
+        }
+    };
+}
+
+macro_rules! message_def {
+    ($(#[$doc:meta])* signal $name:ident, $wf:ty, $msg:expr, $input:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default)]
+        pub struct $name;
+        impl SignalDefinition for $name {
+            type Workflow = $wf;
+            type Input = $input;
+            fn name(&self) -> &str {
+                $msg
+            }
+        }
+    };
+    ($(#[$doc:meta])* query $name:ident, $wf:ty, $msg:expr, $input:ty, $output:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default)]
+        pub struct $name;
+        impl QueryDefinition for $name {
+            type Workflow = $wf;
+            type Input = $input;
+            type Output = $output;
+            fn name(&self) -> &str {
+                $msg
+            }
+        }
+    };
+    ($(#[$doc:meta])* update $name:ident, $wf:ty, $msg:expr, $input:ty, $output:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default)]
+        pub struct $name;
+        impl UpdateDefinition for $name {
+            type Workflow = $wf;
+            type Input = $input;
+            type Output = $output;
+            fn name(&self) -> &str {
+                $msg
+            }
+        }
+    };
+}
+
+workflow_def!(
+    /// `pay/{merchant}/{merchant_order_no}`: one payment, from prepay to the merchant's callback.
+    PaymentWorkflow, names::PAYMENT, PaymentRequest, PaymentStatus
+);
+message_def!(
+    /// The channel's asynchronous notification, forwarded by the ingress.
+    signal ChannelNotified, PaymentWorkflow, names::CHANNEL_NOTIFIED, ChannelNotice
+);
+message_def!(
+    /// Waits until the channel's prepay credential is known and returns it. Carries the
+    /// caller's request so a repeated order no with different terms is refused as a conflict.
+    update PrepayUpdate, PaymentWorkflow, names::PREPAY, PaymentRequest, Prepay
+);
+message_def!(
+    query PaymentStatusQuery, PaymentWorkflow, names::STATUS, (), PaymentStatus
+);
+
+workflow_def!(
+    /// `notify/{merchant}/{event_id}`: sign, deliver, retry on a schedule, park for resend.
+    NotificationWorkflow, names::NOTIFICATION, NotificationRequest, NotificationStatus
+);
+message_def!(
+    query NotificationStatusQuery, NotificationWorkflow, names::STATUS, (), NotificationStatus
+);
+message_def!(
+    signal Resend, NotificationWorkflow, names::RESEND, ()
+);
+message_def!(
+    signal RetryNow, NotificationWorkflow, names::RETRY_NOW, ()
+);

@@ -1,0 +1,205 @@
+//! `Payflow`: the typed facade services use to start and inspect payflow workflows.
+
+use std::time::Duration;
+
+use temporalio_client::errors::{
+    WorkflowQueryError, WorkflowStartError, WorkflowUpdateError, WorkflowUpdateWithStartError,
+};
+use temporalio_client::{
+    Client, ClientOptions, Connection, ConnectionOptions, WorkflowIdConflictPolicy,
+    WorkflowIdReusePolicy, WorkflowQueryOptions, WorkflowStartOptions,
+    WorkflowUpdateWithStartOptions,
+};
+
+use crate::definitions::{
+    NotificationStatusQuery, NotificationWorkflow, PaymentStatusQuery, PaymentWorkflow,
+    PrepayUpdate, task_queues,
+};
+use crate::ids::{EventId, MerchantId, OrderNo, notification_workflow_id, payment_workflow_id};
+use crate::notification::{NotificationRequest, NotificationStatus, Priority};
+use crate::payment::{PaymentRequest, PaymentStatus, Prepay, RequestError};
+
+/// Errors a service can act on. Server-side details are kept as text, never secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum PayflowError {
+    #[error("invalid request: {0}")]
+    Invalid(#[from] RequestError),
+    #[error("payment rejected: {0}")]
+    Rejected(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("cannot reach Temporal at {address}: {message}")]
+    Connect { address: String, message: String },
+    #[error("temporal: {0}")]
+    Temporal(String),
+}
+
+/// Typed access to payflow. Cheap to clone.
+#[derive(Clone)]
+pub struct Payflow {
+    client: Client,
+}
+
+impl Payflow {
+    /// Connects to the Temporal frontend at `address` (e.g. `http://127.0.0.1:7233`).
+    pub async fn connect(address: &str, namespace: &str) -> Result<Self, PayflowError> {
+        let connect_err = |message: String| PayflowError::Connect {
+            address: address.to_string(),
+            message,
+        };
+        let url = url::Url::parse(address).map_err(|e| connect_err(e.to_string()))?;
+        let conn = Connection::connect(ConnectionOptions::new(url).identity("payflow-client").build())
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        let client = Client::new(conn, ClientOptions::new(namespace).build())
+            .map_err(|e| connect_err(e.to_string()))?;
+        Ok(Payflow { client })
+    }
+
+    pub fn from_client(client: Client) -> Self {
+        Payflow { client }
+    }
+
+    pub fn temporal(&self) -> &Client {
+        &self.client
+    }
+
+    /// Starts (or joins) the payment for `req.merchant_order_no` and returns the channel's
+    /// prepay credential as soon as it is known.
+    ///
+    /// Idempotent by merchant order no: a repeated call returns the same prepay, also after the
+    /// payment finished; the same order no with a different amount, currency or product is a
+    /// [`PayflowError::Conflict`].
+    pub async fn pay(&self, req: PaymentRequest) -> Result<Prepay, PayflowError> {
+        req.validate()?;
+        let workflow_id = payment_workflow_id(&req.merchant_id, &req.merchant_order_no);
+        let options = WorkflowUpdateWithStartOptions::new(
+            task_queues::PAYMENTS,
+            workflow_id.clone(),
+            // A running payment with this id is joined, never duplicated ...
+            WorkflowIdConflictPolicy::UseExisting,
+        )
+        // ... and a finished one is never started again (the SDK default would allow it).
+        .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+        .static_summary(format!(
+            "pay {} {} order {}",
+            req.merchant_id, req.amount, req.merchant_order_no
+        ))
+        .build();
+        let result = self
+            .client
+            .execute_update_with_start_workflow(
+                PaymentWorkflow,
+                req.clone(),
+                PrepayUpdate,
+                req.clone(),
+                options,
+            )
+            .await;
+        match result {
+            Ok(prepay) => Ok(prepay),
+            Err(WorkflowUpdateWithStartError::Start(WorkflowStartError::AlreadyStarted {
+                ..
+            })) => self.existing_prepay(&req).await,
+            Err(WorkflowUpdateWithStartError::Update(e)) => Err(update_error(e)),
+            Err(e) => Err(PayflowError::Temporal(e.to_string())),
+        }
+    }
+
+    /// The payment already finished: answer from its final status.
+    async fn existing_prepay(&self, req: &PaymentRequest) -> Result<Prepay, PayflowError> {
+        let status = self
+            .payment(&req.merchant_id, &req.merchant_order_no)
+            .await?;
+        if status.amount != req.amount {
+            return Err(PayflowError::Conflict(format!(
+                "order {} exists with amount {}",
+                req.merchant_order_no, status.amount
+            )));
+        }
+        match status.prepay {
+            Some(p) => Ok(p),
+            None => Err(PayflowError::Rejected(
+                status
+                    .failure
+                    .map(|f| format!("{}: {}", f.code, f.message))
+                    .unwrap_or_else(|| format!("payment ended in state {}", status.state)),
+            )),
+        }
+    }
+
+    /// The payment's current status (also after it finished).
+    pub async fn payment(
+        &self,
+        merchant: &MerchantId,
+        order_no: &OrderNo,
+    ) -> Result<PaymentStatus, PayflowError> {
+        let id = payment_workflow_id(merchant, order_no);
+        self.client
+            .get_workflow_handle::<PaymentWorkflow>(id.clone())
+            .query(PaymentStatusQuery, (), WorkflowQueryOptions::default())
+            .await
+            .map_err(|e| query_error(&id, e))
+    }
+
+    /// Asks payflow to deliver an event to a merchant's notify URL (idempotent by event id).
+    pub async fn notify(&self, req: NotificationRequest) -> Result<(), PayflowError> {
+        let id = notification_workflow_id(&req.merchant_id, &req.event_id);
+        let queue = match req.priority {
+            Priority::Realtime => task_queues::NOTIFY_REALTIME,
+            Priority::Batch => task_queues::NOTIFY_BATCH,
+        };
+        let options = WorkflowStartOptions::new(queue, id)
+            .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+            .build();
+        match self
+            .client
+            .start_workflow(NotificationWorkflow, req, options)
+            .await
+        {
+            Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(()),
+            Err(e) => Err(PayflowError::Temporal(e.to_string())),
+        }
+    }
+
+    pub async fn notification(
+        &self,
+        merchant: &MerchantId,
+        event_id: &EventId,
+    ) -> Result<NotificationStatus, PayflowError> {
+        let id = notification_workflow_id(merchant, event_id);
+        self.client
+            .get_workflow_handle::<NotificationWorkflow>(id.clone())
+            .query(NotificationStatusQuery, (), WorkflowQueryOptions::default())
+            .await
+            .map_err(|e| query_error(&id, e))
+    }
+}
+
+/// Default timeout services may use around `pay` (the prepay call has its own channel timeouts).
+pub const PAY_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn query_error(id: &str, e: WorkflowQueryError) -> PayflowError {
+    match e {
+        WorkflowQueryError::NotFound(_) => PayflowError::NotFound(id.to_string()),
+        other => PayflowError::Temporal(other.to_string()),
+    }
+}
+
+fn update_error(e: WorkflowUpdateError) -> PayflowError {
+    match e {
+        WorkflowUpdateError::Failed(failure) => {
+            let msg = failure.message.clone();
+            match msg.strip_prefix("conflict: ") {
+                Some(rest) => PayflowError::Conflict(rest.to_string()),
+                None => PayflowError::Rejected(msg),
+            }
+        }
+        WorkflowUpdateError::NotFound(_) => PayflowError::NotFound("payment workflow".into()),
+        other => PayflowError::Temporal(other.to_string()),
+    }
+}
+

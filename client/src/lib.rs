@@ -1,0 +1,26 @@
+//! # payflow-client
+//!
+//! The contract between services and payflow: request/response types, [`Money`], validated
+//! ids, the typed workflow definitions ([`definitions`]) and the [`Payflow`] facade over the
+//! Temporal client. Light on purpose: no database, no HTTP server.
+//!
+//! Layout: `money` (Money, Currency), `ids` (MerchantId, OrderNo, workflow ids), `payment` and
+//! `notification` (request/status types), `definitions` (names, task queues, typed
+//! workflow/signal/query/update markers), `facade` (`Payflow`).
+
+pub mod definitions;
+pub mod facade;
+pub mod ids;
+pub mod money;
+pub mod notification;
+pub mod payment;
+
+pub use facade::{Payflow, PayflowError};
+pub use ids::{EventId, IdError, MerchantId, OrderNo, ProductId};
+pub use money::{Currency, Money, MoneyError};
+pub use notification::{
+    DeliveryAttempt, NotificationRequest, NotificationStatus, NotifyState, Priority,
+};
+pub use payment::{
+    ChannelFailure, ChannelNotice, PayState, PaymentRequest, PaymentStatus, Prepay, RequestError,
+};

@@ -1,0 +1,76 @@
+//! Merchant notification contract: an event payflow must deliver to a merchant's notify URL.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{EventId, MerchantId};
+
+/// Realtime events (scan-code, online banking) and batch events (withholding, payouts,
+/// recharges) run on separate task queues so a batch never delays realtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    #[default]
+    Realtime,
+    Batch,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotificationRequest {
+    pub merchant_id: MerchantId,
+    /// Stable across attempts; the `webhook-id` header.
+    pub event_id: EventId,
+    /// e.g. `payment.succeeded`
+    pub event_type: String,
+    pub data: serde_json::Value,
+    #[serde(default)]
+    pub priority: Priority,
+    /// Overrides the merchant's configured notify URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NotifyState {
+    Pending,
+    Delivering,
+    Retrying,
+    Delivered,
+    Exhausted,
+    /// The merchant is blocked: nothing is sent, the event is kept.
+    Held,
+}
+
+impl NotifyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyState::Pending => "Pending",
+            NotifyState::Delivering => "Delivering",
+            NotifyState::Retrying => "Retrying",
+            NotifyState::Delivered => "Delivered",
+            NotifyState::Exhausted => "Exhausted",
+            NotifyState::Held => "Held",
+        }
+    }
+}
+
+/// One delivery attempt, as recorded in the workflow and shown by its `status` query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryAttempt {
+    pub number: u32,
+    pub at_ms: i64,
+    pub url: String,
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+    pub error: Option<String>,
+    pub delivered: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotificationStatus {
+    pub workflow_id: String,
+    pub merchant_id: MerchantId,
+    pub event_id: EventId,
+    pub event_type: String,
+    pub state: NotifyState,
+    pub attempts: Vec<DeliveryAttempt>,
+}
