@@ -22,7 +22,11 @@ pub struct Deliver {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum DeliverOutcome {
-    Attempted(DeliveryAttempt),
+    /// One attempt was made; `retry_schedule_ms` is the configured wait before each retry.
+    Attempted {
+        attempt: DeliveryAttempt,
+        retry_schedule_ms: Vec<u64>,
+    },
     /// The merchant is blocked: nothing was sent.
     Held,
     /// The event cannot be delivered as configured (unknown merchant, URL not allowed).
@@ -92,6 +96,9 @@ impl NotifyActivities {
                 attempt: input.attempt,
             })
             .await;
-        Ok(DeliverOutcome::Attempted(attempt))
+        Ok(DeliverOutcome::Attempted {
+            attempt,
+            retry_schedule_ms: s.notify_schedule_ms.clone(),
+        })
     }
 }

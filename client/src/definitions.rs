@@ -127,3 +127,28 @@ message_def!(
 message_def!(
     signal RetryNow, NotificationWorkflow, names::RETRY_NOW, ()
 );
+
+/// Search attributes payflow workflows upsert, with their Temporal types. Registered by
+/// `payflow dev` / the test harness (dev server flags) and `payflow admin setup` (clusters).
+pub mod search_attributes {
+    use temporalio_common::search_attributes::SearchAttributeKey;
+
+    pub const MERCHANT_ID: SearchAttributeKey<String> = SearchAttributeKey::keyword("MerchantId");
+    pub const ORDER_NO: SearchAttributeKey<String> = SearchAttributeKey::keyword("OrderNo");
+    pub const PAY_STATE: SearchAttributeKey<String> = SearchAttributeKey::keyword("PayState");
+    pub const CHANNEL: SearchAttributeKey<String> = SearchAttributeKey::keyword("Channel");
+    pub const AMOUNT_MINOR: SearchAttributeKey<i64> = SearchAttributeKey::int("AmountMinor");
+    pub const NOTIFY_STATE: SearchAttributeKey<String> = SearchAttributeKey::keyword("NotifyState");
+    pub const RECON_STATE: SearchAttributeKey<String> = SearchAttributeKey::keyword("ReconState");
+
+    /// `(name, type)` as `temporal server start-dev --search-attribute NAME=TYPE` takes them.
+    pub const ALL: [(&str, &str); 7] = [
+        ("MerchantId", "Keyword"),
+        ("OrderNo", "Keyword"),
+        ("PayState", "Keyword"),
+        ("Channel", "Keyword"),
+        ("AmountMinor", "Int"),
+        ("NotifyState", "Keyword"),
+        ("ReconState", "Keyword"),
+    ];
+}

@@ -1,0 +1,150 @@
+//! The Notification workflow, `notify/{merchant}/{event_id}`: deliver a signed callback, retry
+//! on the configured schedule with durable timers, and park as `Exhausted` after the last
+//! attempt until an operator sends `resend`. `retry_now` skips the current wait.
+
+use std::time::Duration;
+
+use payflow_activities::notification::{Deliver, DeliverOutcome, NotifyActivities};
+use payflow_client::definitions::{names, search_attributes as sa};
+use payflow_client::{NotificationRequest, NotificationStatus, NotifyState};
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult};
+
+use crate::options::{now_ms, side_effect};
+use crate::schedule::next_delay;
+
+#[workflow]
+pub struct Notification {
+    request: NotificationRequest,
+    status: NotificationStatus,
+    resends: u32,
+    retry_nows: u32,
+}
+
+#[workflow_methods]
+impl Notification {
+    #[init]
+    pub fn new(ctx: &WorkflowContextView, request: NotificationRequest) -> Self {
+        let status = NotificationStatus {
+            workflow_id: ctx.workflow_id().to_string(),
+            merchant_id: request.merchant_id.clone(),
+            event_id: request.event_id.clone(),
+            event_type: request.event_type.clone(),
+            state: NotifyState::Pending,
+            attempts: Vec::new(),
+        };
+        Notification {
+            request,
+            status,
+            resends: 0,
+            retry_nows: 0,
+        }
+    }
+
+    #[run(name = names::NOTIFICATION)]
+    pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<NotificationStatus> {
+        let request = ctx.state(|s| s.request.clone());
+        ctx.upsert_search_attributes([
+            sa::MERCHANT_ID.value_set(request.merchant_id.to_string()),
+            sa::NOTIFY_STATE.value_set(NotifyState::Pending.as_str().to_string()),
+        ]);
+        ctx.set_current_details(format!(
+            "{} to merchant {}",
+            request.event_type, request.merchant_id
+        ));
+        let event_time_ms = now_ms(ctx.workflow_time());
+        // Attempts within the current cycle (a resend starts a new cycle).
+        let mut in_cycle = 0usize;
+        loop {
+            Self::set_state(ctx, NotifyState::Delivering);
+            let number = ctx.state(|s| s.status.attempts.len() as u32) + 1;
+            let outcome = ctx
+                .execute_activity(
+                    NotifyActivities::deliver,
+                    Deliver {
+                        request: request.clone(),
+                        attempt: number,
+                        event_time_ms,
+                    },
+                    side_effect(format!("deliver {} attempt {number}", request.event_type)),
+                )
+                .await?;
+            let schedule = match outcome {
+                DeliverOutcome::Attempted {
+                    attempt,
+                    retry_schedule_ms,
+                } => {
+                    let delivered = attempt.delivered;
+                    ctx.state_mut(|s| s.status.attempts.push(attempt));
+                    if delivered {
+                        Self::set_state(ctx, NotifyState::Delivered);
+                        return Ok(ctx.state(|s| s.status.clone()));
+                    }
+                    retry_schedule_ms
+                }
+                DeliverOutcome::Held | DeliverOutcome::Undeliverable(_) => {
+                    // Nothing can be sent now: park until an operator resends.
+                    Self::set_state(ctx, NotifyState::Held);
+                    Self::wait_for_resend(ctx).await?;
+                    in_cycle = 0;
+                    continue;
+                }
+            };
+            match next_delay(&schedule, in_cycle) {
+                Some(delay) => {
+                    in_cycle += 1;
+                    Self::set_state(ctx, NotifyState::Retrying);
+                    let seen = ctx.state(|s| s.retry_nows);
+                    temporalio_sdk::workflows::select! {
+                        _ = ctx.timer(delay) => {}
+                        _ = ctx.wait_condition(move |s: &Self| s.retry_nows > seen) => {}
+                    };
+                }
+                None => {
+                    Self::set_state(ctx, NotifyState::Exhausted);
+                    Self::wait_for_resend(ctx).await?;
+                    in_cycle = 0;
+                }
+            }
+        }
+    }
+
+    #[query(name = names::STATUS)]
+    pub fn status(&self, _ctx: &WorkflowContextView) -> NotificationStatus {
+        self.status.clone()
+    }
+
+    /// Operator: start a fresh attempt cycle (after exhaustion or while held).
+    #[signal(name = names::RESEND)]
+    pub fn resend(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
+        self.resends += 1;
+    }
+
+    /// Operator: skip the current wait before the next attempt.
+    #[signal(name = names::RETRY_NOW)]
+    pub fn retry_now(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
+        self.retry_nows += 1;
+    }
+}
+
+impl Notification {
+    fn set_state(ctx: &mut WorkflowContext<Self>, state: NotifyState) {
+        let changed = ctx.state_mut(|s| {
+            let changed = s.status.state != state;
+            s.status.state = state;
+            changed
+        });
+        if changed {
+            ctx.upsert_search_attributes([sa::NOTIFY_STATE.value_set(state.as_str().to_string())]);
+        }
+    }
+
+    async fn wait_for_resend(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<()> {
+        let seen = ctx.state(|s| s.resends);
+        ctx.wait_condition(move |s: &Self| s.resends > seen).await?;
+        Ok(())
+    }
+}
+
+/// Upper bound on one timer, so a misconfigured schedule cannot park a delivery for years.
+pub const MAX_DELAY: Duration = Duration::from_secs(24 * 3600);

@@ -1,0 +1,388 @@
+//! The Payment workflow, `pay/{merchant}/{merchant_order_no}`.
+//!
+//! 1. open: validate against merchants and routing, create the order (`Created`);
+//! 2. prepay at the channel (`Pending`), answered early to the caller through the `prepay`
+//!    update;
+//! 3. wait, racing the channel's notification (a signal from the ingress) against an active
+//!    query schedule; a notification is never trusted alone: a channel query confirms it;
+//! 4. paid: `Succeeded` and the ledger entry in one transaction, then the merchant callback
+//!    (a child workflow that outlives this one); expired: close at the channel, `Closed`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use payflow_activities::channels::{CloseOutcome, TradeQuery, TradeState};
+use payflow_activities::payment::{
+    MoveOrder, OpenPayment, Opened, PaymentActivities, PrepayOutcome, SettlePaid,
+};
+use payflow_activities::store::orders::Order;
+use payflow_client::definitions::{names, search_attributes as sa, task_queues};
+use payflow_client::ids::payment_workflow_id;
+use payflow_client::{
+    ChannelNotice, EventId, NotificationRequest, PayState, PaymentRequest, PaymentStatus, Prepay,
+    Priority,
+};
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{
+    ApplicationFailure, ChildWorkflowOptions, ParentClosePolicy, SyncWorkflowContext,
+    WorkflowContext, WorkflowContextView, WorkflowResult,
+};
+
+use crate::notification::Notification;
+use crate::options::{now_ms, side_effect};
+use crate::state::payment::{PayEvent, transition};
+
+#[workflow]
+pub struct Payment {
+    request: PaymentRequest,
+    status: PaymentStatus,
+    /// Why the request was refused before anything was created.
+    rejection: Option<String>,
+    /// Notify ids already counted, so duplicates change nothing.
+    seen_notify_ids: BTreeSet<String>,
+}
+
+type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+#[workflow_methods]
+impl Payment {
+    #[init]
+    pub fn new(ctx: &WorkflowContextView, request: PaymentRequest) -> Self {
+        let status = PaymentStatus {
+            workflow_id: ctx.workflow_id().to_string(),
+            merchant_id: request.merchant_id.clone(),
+            merchant_order_no: request.merchant_order_no.clone(),
+            amount: request.amount,
+            state: PayState::Created,
+            order_id: None,
+            channel: None,
+            channel_trade_no: None,
+            prepay: None,
+            failure: None,
+            notices_received: 0,
+            queries_made: 0,
+            paid_at_ms: None,
+            closed_at_ms: None,
+        };
+        Payment {
+            request,
+            status,
+            rejection: None,
+            seen_notify_ids: BTreeSet::new(),
+        }
+    }
+
+    #[run(name = names::PAYMENT)]
+    pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<PaymentStatus> {
+        let request = ctx.state(|s| s.request.clone());
+        ctx.upsert_search_attributes([
+            sa::MERCHANT_ID.value_set(request.merchant_id.to_string()),
+            sa::ORDER_NO.value_set(request.merchant_order_no.to_string()),
+            sa::AMOUNT_MINOR.value_set(request.amount.minor_units()),
+            sa::PAY_STATE.value_set(PayState::Created.to_string()),
+        ]);
+        ctx.set_current_details(format!(
+            "{} pays {} for order {}",
+            request.merchant_id, request.amount, request.merchant_order_no
+        ));
+
+        // 1. Validate and create the order.
+        let order_id = ctx.uuid4().replace('-', "");
+        let expires_at_ms =
+            now_ms(ctx.workflow_time()) + (request.expires_in_secs() as i64) * 1000;
+        let opened = ctx
+            .execute_activity(
+                PaymentActivities::open_payment,
+                OpenPayment {
+                    order_id,
+                    request: request.clone(),
+                    expires_at_ms,
+                },
+                side_effect(format!("open order {}", request.merchant_order_no)),
+            )
+            .await?;
+        let (order, timing) = match opened {
+            Opened::Order { order, timing } => (order, timing),
+            Opened::Rejected { reason } => {
+                ctx.state_mut(|s| s.rejection = Some(reason.clone()));
+                wait_for_handlers(ctx).await?;
+                // Failing the run (not completing it) lets a corrected request reuse the id.
+                return Err(ApplicationFailure::non_retryable(format!("rejected: {reason}")).into());
+            }
+        };
+        ctx.state_mut(|s| {
+            s.status.order_id = Some(order.order_id.clone());
+            s.status.channel = Some(order.channel.clone());
+        });
+        ctx.upsert_search_attributes([sa::CHANNEL.value_set(order.channel.clone())]);
+
+        // 2. Prepay.
+        let prepay = ctx
+            .execute_activity(
+                PaymentActivities::prepay,
+                order.order_id.clone(),
+                side_effect(format!("prepay {} at {}", order.amount, order.channel)),
+            )
+            .await?;
+        match prepay {
+            PrepayOutcome::Ready(p) => {
+                Self::apply(ctx, PayEvent::PrepayAccepted, |s| s.status.prepay = Some(p))?;
+            }
+            PrepayOutcome::Declined(failure) => {
+                Self::apply(ctx, PayEvent::PrepayDeclined, |s| s.status.failure = Some(failure))?;
+                return Self::finish(ctx).await;
+            }
+        }
+
+        // 3. Wait for the channel's word, confirmed by a query, or for expiry.
+        let mut next_query = 0usize;
+        let paid = loop {
+            let now = now_ms(ctx.workflow_time());
+            let remaining = order.expires_at_ms - now;
+            if remaining <= 0 {
+                break None;
+            }
+            let schedule = &timing.query_schedule_ms;
+            let step = schedule
+                .get(next_query)
+                .or(schedule.last())
+                .copied()
+                .unwrap_or(300_000);
+            let wait = Duration::from_millis(step.min(remaining as u64).max(1));
+            let counted = ctx.state(|s| s.status.notices_received);
+            temporalio_sdk::workflows::select! {
+                _ = ctx.timer(wait) => { next_query += 1; }
+                _ = ctx.wait_condition(move |s: &Self| s.status.notices_received > counted) => {}
+            };
+            let q = Self::query(ctx, &order).await?;
+            match q.state {
+                TradeState::Paid => break Some(q),
+                // Closed at the channel (e.g. its own expiry): stop waiting.
+                TradeState::Closed => break None,
+                TradeState::NotFound | TradeState::WaitingForPayment => {}
+            }
+        };
+
+        // 4. Settle, or close.
+        let paid = match paid {
+            Some(q) => Some(q),
+            None => match Self::close(ctx, &order).await? {
+                CloseOutcome::AlreadyPaid => {
+                    let q = Self::query(ctx, &order).await?;
+                    (q.state == TradeState::Paid).then_some(q)
+                }
+                CloseOutcome::Closed => None,
+            },
+        };
+        match paid {
+            Some(q) => Self::settle(ctx, &order, q).await?,
+            None => {
+                ctx.execute_activity(
+                    PaymentActivities::move_order,
+                    MoveOrder {
+                        order_id: order.order_id.clone(),
+                        from: PayState::Pending,
+                        to: PayState::Closed,
+                        failure: None,
+                    },
+                    side_effect("close order"),
+                )
+                .await?;
+                let now = now_ms(ctx.workflow_time());
+                Self::apply(ctx, PayEvent::Closed, |s| s.status.closed_at_ms = Some(now))?;
+                Self::notify_merchant(ctx, &order, "payment.closed").await?;
+            }
+        }
+        Self::finish(ctx).await
+    }
+
+    #[signal(name = names::CHANNEL_NOTIFIED)]
+    pub fn channel_notified(&mut self, _ctx: &mut SyncWorkflowContext<Self>, notice: ChannelNotice) {
+        // Duplicates (same notify id) are counted once; the notice only triggers a query.
+        if self.seen_notify_ids.insert(notice.notify_id) {
+            self.status.notices_received += 1;
+        }
+    }
+
+    #[query(name = names::STATUS)]
+    pub fn status(&self, _ctx: &WorkflowContextView) -> PaymentStatus {
+        self.status.clone()
+    }
+
+    #[update_validator(prepay)]
+    fn validate_prepay(
+        &self,
+        _ctx: &WorkflowContextView,
+        req: &PaymentRequest,
+    ) -> Result<(), HandlerError> {
+        let mine = &self.request;
+        if req.amount != mine.amount || req.product_id != mine.product_id {
+            return Err(format!(
+                "conflict: order {} exists with amount {} and product {}",
+                mine.merchant_order_no, mine.amount, mine.product_id
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Returns the prepay credential as soon as it is known (the early return of `pay`).
+    #[update(name = names::PREPAY)]
+    pub async fn prepay(
+        ctx: &mut WorkflowContext<Self>,
+        _req: PaymentRequest,
+    ) -> Result<Prepay, HandlerError> {
+        ctx.wait_condition(|s: &Self| {
+            s.status.prepay.is_some() || s.rejection.is_some() || s.status.failure.is_some()
+        })
+        .await?;
+        ctx.state(|s| match (&s.status.prepay, &s.rejection, &s.status.failure) {
+            (Some(p), _, _) => Ok(p.clone()),
+            (None, Some(reason), _) => Err(reason.clone().into()),
+            (None, None, Some(f)) => Err(format!("declined: {}: {}", f.code, f.message).into()),
+            (None, None, None) => Err("no prepay".into()),
+        })
+    }
+}
+
+impl Payment {
+    /// Moves the in-workflow state through the pure state machine and mirrors it to the
+    /// search attributes.
+    fn apply(
+        ctx: &mut WorkflowContext<Self>,
+        event: PayEvent,
+        patch: impl FnOnce(&mut Self),
+    ) -> WorkflowResult<()> {
+        let from = ctx.state(|s| s.status.state);
+        let to = transition(from, event)
+            .map_err(|e| ApplicationFailure::non_retryable(e.to_string()))?;
+        ctx.state_mut(|s| {
+            s.status.state = to;
+            patch(s);
+        });
+        ctx.upsert_search_attributes([sa::PAY_STATE.value_set(to.to_string())]);
+        Ok(())
+    }
+
+    async fn query(ctx: &mut WorkflowContext<Self>, order: &Order) -> WorkflowResult<TradeQuery> {
+        let q = ctx
+            .execute_activity(
+                PaymentActivities::query_trade,
+                order.order_id.clone(),
+                side_effect(format!("query {} trade", order.channel)),
+            )
+            .await?;
+        ctx.state_mut(|s| s.status.queries_made += 1);
+        Ok(q)
+    }
+
+    async fn close(ctx: &mut WorkflowContext<Self>, order: &Order) -> WorkflowResult<CloseOutcome> {
+        Ok(ctx
+            .execute_activity(
+                PaymentActivities::close_trade,
+                order.order_id.clone(),
+                side_effect(format!("close {} trade", order.channel)),
+            )
+            .await?)
+    }
+
+    /// The channel confirmed the payment.
+    async fn settle(ctx: &mut WorkflowContext<Self>, order: &Order, q: TradeQuery) -> WorkflowResult<()> {
+        let paid_amount = q.paid_amount.unwrap_or(order.amount);
+        if paid_amount != order.amount {
+            // Paid a different amount: no ledger posting; an operator decides.
+            ctx.execute_activity(
+                PaymentActivities::move_order,
+                MoveOrder {
+                    order_id: order.order_id.clone(),
+                    from: PayState::Pending,
+                    to: PayState::Exception,
+                    failure: Some(payflow_client::ChannelFailure {
+                        code: "payflow.AMOUNT_MISMATCH".into(),
+                        message: format!("paid {paid_amount}, order is {}", order.amount),
+                    }),
+                },
+                side_effect("amount mismatch: order to Exception"),
+            )
+            .await?;
+            return Self::apply(ctx, PayEvent::AmountMismatch, |s| {
+                s.status.channel_trade_no = q.channel_trade_no.clone();
+            });
+        }
+        ctx.execute_activity(
+            PaymentActivities::settle_paid,
+            SettlePaid {
+                order_id: order.order_id.clone(),
+                channel_trade_no: q.channel_trade_no.clone(),
+                paid_amount,
+            },
+            side_effect(format!("order Succeeded, post {paid_amount} to the ledger")),
+        )
+        .await?;
+        let now = now_ms(ctx.workflow_time());
+        Self::apply(ctx, PayEvent::PaidConfirmed, |s| {
+            s.status.channel_trade_no = q.channel_trade_no.clone();
+            s.status.paid_at_ms = Some(now);
+        })?;
+        Self::notify_merchant(ctx, order, "payment.succeeded").await
+    }
+
+    /// Starts the merchant callback as a child that outlives this workflow.
+    async fn notify_merchant(
+        ctx: &mut WorkflowContext<Self>,
+        order: &Order,
+        event_type: &str,
+    ) -> WorkflowResult<()> {
+        let (request, status) = ctx.state(|s| (s.request.clone(), s.status.clone()));
+        let event_id = EventId::parse(format!("{}-{}", order.order_id, event_type.replace('.', "-")))
+            .map_err(|e| ApplicationFailure::non_retryable(e.to_string()))?;
+        let workflow_id = payflow_client::ids::notification_workflow_id(&request.merchant_id, &event_id);
+        let data = serde_json::to_value(&status)
+            .map_err(|e| ApplicationFailure::non_retryable(e.to_string()))?;
+        let notification = NotificationRequest {
+            merchant_id: request.merchant_id.clone(),
+            event_id,
+            event_type: event_type.to_string(),
+            data,
+            priority: Priority::Realtime,
+            notify_url: request.notify_url.clone(),
+        };
+        let started = ctx
+            .start_child_workflow(
+                Notification::run,
+                notification,
+                ChildWorkflowOptions::builder()
+                    .workflow_id(workflow_id)
+                    .task_queue(task_queues::NOTIFY_REALTIME.to_string())
+                    .parent_close_policy(ParentClosePolicy::Abandon)
+                    .static_summary(format!(
+                        "{event_type} to {} for order {}",
+                        request.merchant_id, request.merchant_order_no
+                    ))
+                    .build(),
+            )
+            .await;
+        match started {
+            Ok(_) => Ok(()),
+            // Already started by an earlier run of this step: the event is on its way.
+            Err(e) if e.to_string().contains("already") => Ok(()),
+            Err(e) => Err(ApplicationFailure::non_retryable(e.to_string()).into()),
+        }
+    }
+
+    async fn finish(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<PaymentStatus> {
+        wait_for_handlers(ctx).await?;
+        Ok(ctx.state(|s| s.status.clone()))
+    }
+}
+
+async fn wait_for_handlers(ctx: &mut WorkflowContext<Payment>) -> WorkflowResult<()> {
+    let view = ctx.clone();
+    ctx.wait_condition(move |_| view.all_handlers_finished()).await?;
+    Ok(())
+}
+
+/// The workflow id of a payment (re-exported for the worker and tests).
+pub fn workflow_id(req: &PaymentRequest) -> String {
+    payment_workflow_id(&req.merchant_id, &req.merchant_order_no)
+}
