@@ -1,1 +1,20 @@
+//! # payflow (the binary's library)
+//!
+//! - `config`: the TOML configuration with environment overrides;
+//! - `startup`: builds the services, Temporal workers and ingress from config, and runs them;
+//! - `ingress`: `POST /channels/{channel}/notify`;
+//! - `sandbox`: a local channel speaking the Alipay protocol;
+//! - `merchant_receiver`: a merchant endpoint that verifies callbacks (dev and tests);
+//! - `devserver`, `devkeys`, `stack`, `dev`: the all-in-one `payflow dev`;
+//! - `telemetry`: logging.
 
+pub mod config;
+pub mod dev;
+pub mod devkeys;
+pub mod devserver;
+pub mod ingress;
+pub mod merchant_receiver;
+pub mod sandbox;
+pub mod stack;
+pub mod startup;
+pub mod telemetry;

@@ -1,1 +1,75 @@
-fn main(){}
+//! The `payflow` command line. Thin: parsing and dispatch only.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use payflow::config::{Config, LogFormat};
+use payflow::startup::App;
+
+#[derive(Parser)]
+#[command(name = "payflow", version, about = "Payment orchestration on Temporal")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything locally: Temporal dev server, worker, ingress, sandbox channel, demo merchant.
+    Dev {
+        #[arg(long, default_value = "config/payflow.dev.toml")]
+        config: PathBuf,
+        /// Where dev keys and databases live (git-ignored).
+        #[arg(long, default_value = ".data")]
+        data_dir: PathBuf,
+        /// Run one payment end to end, print each step, stop everything and exit.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Run the worker and the channel ingress against a Temporal cluster.
+    Worker {
+        #[arg(long, env = "PAYFLOW_CONFIG", default_value = "payflow.toml")]
+        config: PathBuf,
+    },
+    /// Check a configuration file and exit.
+    CheckConfig {
+        #[arg(long, default_value = "payflow.toml")]
+        config: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Dev {
+            config,
+            data_dir,
+            demo,
+        } => {
+            payflow::telemetry::init(LogFormat::Pretty);
+            payflow::dev::run(payflow::dev::DevArgs {
+                config,
+                data_dir,
+                demo,
+            })
+            .await
+        }
+        Command::Worker { config } => {
+            let config = Config::load(&config)?;
+            payflow::telemetry::init(config.telemetry.log_format);
+            let app = App::build(config).await?;
+            app.run(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .context("worker")
+        }
+        Command::CheckConfig { config } => {
+            Config::load(&config)?;
+            println!("{}: ok", config.display());
+            Ok(())
+        }
+    }
+}

@@ -162,8 +162,9 @@ impl Store {
 
     /// Debits minus credits per currency over every account: zero in a sound ledger.
     pub async fn trial_balance(&self) -> Result<BTreeMap<String, i64>, StoreError> {
-        let q = "SELECT currency, SUM(debit_minor) AS d, SUM(credit_minor) AS c \
-                 FROM postings GROUP BY currency";
+        // SUM(BIGINT) is NUMERIC in PostgreSQL, which `sqlx::Any` cannot decode: cast back.
+        let q = "SELECT currency, CAST(SUM(debit_minor) AS BIGINT) AS d, \
+                 CAST(SUM(credit_minor) AS BIGINT) AS c FROM postings GROUP BY currency";
         let rows = sqlx::query(q).fetch_all(self.pool()).await?;
         let mut out = BTreeMap::new();
         for r in rows {
@@ -178,7 +179,8 @@ impl Store {
     /// Posted (debit, credit) totals of one account in minor units.
     pub async fn account_totals(&self, account_id: &str) -> Result<(i64, i64), StoreError> {
         let q = self.sql(
-            "SELECT COALESCE(SUM(debit_minor), 0) AS d, COALESCE(SUM(credit_minor), 0) AS c \
+            "SELECT CAST(COALESCE(SUM(debit_minor), 0) AS BIGINT) AS d, \
+             CAST(COALESCE(SUM(credit_minor), 0) AS BIGINT) AS c \
              FROM postings WHERE account_id = ?",
         );
         let r = sqlx::query(&q).bind(account_id).fetch_one(self.pool()).await?;

@@ -1,0 +1,485 @@
+//! Configuration: one TOML file plus environment overrides, typed and validated at start-up.
+//!
+//! Overrides: `PAYFLOW_SECTION__KEY=value` sets `section.key` (e.g.
+//! `PAYFLOW_INGRESS__LISTEN=0.0.0.0:8088`); `TEMPORAL_ADDRESS` and `DATABASE_URL` set
+//! `temporal.address` and `database.url`. Values parse as TOML when they can (numbers, arrays),
+//! else as strings. Secrets are never inline: they are `{ file = "..." }` or `{ env = "..." }`
+//! references, read into memory at load and never printed. A bad or missing key fails with
+//! an error naming the key.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Key { key: String, message: String },
+}
+
+fn key_err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Key {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The Temporal frontend payflow talks to.
+    pub temporal: TemporalConfig,
+    /// The payflow database (orders, ledger, notices).
+    pub database: DatabaseConfig,
+    /// The channel notification ingress (HTTP).
+    pub ingress: IngressConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub payment: PaymentConfig,
+    #[serde(default)]
+    pub notify: NotifyConfig,
+    /// Payment channels, by name.
+    #[serde(default)]
+    pub channels: Vec<ChannelConfig>,
+    #[serde(default)]
+    pub merchants: Vec<MerchantConfig>,
+    /// Products: what merchants sell through which channel.
+    #[serde(default)]
+    pub products: Vec<ProductConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemporalConfig {
+    /// e.g. `http://127.0.0.1:7233`
+    pub address: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path/payflow.db` or `postgres://user@host/db`
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressConfig {
+    /// Where the ingress listens (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// The base URL channels reach the ingress at (notify URLs are built from it).
+    pub public_url: url::Url,
+    /// Largest accepted notification body.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// When non-empty, only these source addresses may post notifications.
+    #[serde(default)]
+    pub allowed_ips: Vec<IpAddr>,
+    /// Notifications whose `notify_time` is further than this from now are refused.
+    #[serde(default = "default_notify_window")]
+    pub notify_time_window_secs: u64,
+}
+
+fn default_max_body() -> usize {
+    64 * 1024
+}
+
+fn default_notify_window() -> u64 {
+    3600
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Serve the Temporal SDK's Prometheus metrics here when set.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentConfig {
+    /// Waits between active channel queries (ms); the last repeats until expiry.
+    #[serde(default = "default_query_schedule")]
+    pub query_schedule_ms: Vec<u64>,
+}
+
+impl Default for PaymentConfig {
+    fn default() -> Self {
+        PaymentConfig {
+            query_schedule_ms: default_query_schedule(),
+        }
+    }
+}
+
+fn default_query_schedule() -> Vec<u64> {
+    payflow_activities::PaymentTiming::default().query_schedule_ms
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Waits before each retry of a merchant callback (ms).
+    #[serde(default = "default_notify_schedule")]
+    pub retry_schedule_ms: Vec<u64>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "default_total_timeout")]
+    pub total_timeout_ms: u64,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            retry_schedule_ms: default_notify_schedule(),
+            connect_timeout_ms: default_connect_timeout(),
+            total_timeout_ms: default_total_timeout(),
+        }
+    }
+}
+
+fn default_notify_schedule() -> Vec<u64> {
+    payflow_workflows::schedule::DEFAULT_NOTIFY_SCHEDULE_SECS
+        .iter()
+        .map(|s| s * 1000)
+        .collect()
+}
+
+fn default_connect_timeout() -> u64 {
+    3000
+}
+
+fn default_total_timeout() -> u64 {
+    10_000
+}
+
+/// Where a secret comes from. Never the secret itself.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum SecretRef {
+    /// A file path (relative paths are relative to the config file).
+    File(PathBuf),
+    /// An environment variable name.
+    Env(String),
+}
+
+impl std::fmt::Debug for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretRef::File(p) => write!(f, "file:{}", p.display()),
+            SecretRef::Env(v) => write!(f, "env:{v}"),
+        }
+    }
+}
+
+impl SecretRef {
+    /// Reads the secret. Errors name the reference, never the content.
+    pub fn load(&self, key: &str) -> Result<SecretString, ConfigError> {
+        let text = match self {
+            SecretRef::File(p) => std::fs::read_to_string(p)
+                .map_err(|e| key_err(key, format!("cannot read {}: {e}", p.display())))?,
+            SecretRef::Env(v) => std::env::var(v)
+                .map_err(|_| key_err(key, format!("environment variable {v} is not set")))?,
+        };
+        Ok(SecretString::from(text.trim().to_string()))
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        if let SecretRef::File(p) = self
+            && p.is_relative()
+        {
+            *p = base.join(&*p);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKind {
+    Alipay,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    pub name: String,
+    pub kind: ChannelKind,
+    pub gateway_url: url::Url,
+    pub app_id: String,
+    /// Our app private key (PEM or base64 DER).
+    pub app_private_key: SecretRef,
+    /// The channel's public key (PEM or base64 DER).
+    pub channel_public_key: SecretRef,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "default_total_timeout")]
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MerchantStatusConfig {
+    #[default]
+    Enabled,
+    Blocked,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantConfig {
+    pub id: String,
+    #[serde(default)]
+    pub status: MerchantStatusConfig,
+    pub notify_url: Option<url::Url>,
+    /// Hosts notify URLs may point at; defaults to the notify URL's host.
+    #[serde(default)]
+    pub allowed_notify_hosts: Vec<String>,
+    /// `whsec_...` Standard Webhooks secret.
+    pub webhook_secret: SecretRef,
+    /// Exact 2xx body required for success (e.g. `success`), when set.
+    pub expect_body: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductConfig {
+    pub id: String,
+    pub channel: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Config {
+    /// Reads `path`, applies environment overrides from `env`, and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Self::parse(&text, &shown, &base, env)
+    }
+
+    pub fn parse(
+        text: &str,
+        shown: &str,
+        base: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut value: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: shown.to_string(),
+            message: e.message().to_string(),
+        })?;
+        for (k, v) in env {
+            let path: Option<Vec<String>> = match k.as_str() {
+                "TEMPORAL_ADDRESS" => Some(vec!["temporal".into(), "address".into()]),
+                "DATABASE_URL" => Some(vec!["database".into(), "url".into()]),
+                _ => k.strip_prefix("PAYFLOW_").filter(|rest| rest.contains("__")).map(|rest| {
+                    rest.split("__").map(|s| s.to_ascii_lowercase()).collect()
+                }),
+            };
+            if let Some(path) = path {
+                set_path(&mut value, &path, parse_env_value(&v));
+            }
+        }
+        let de = toml::Value::Table(value);
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            key_err(if key == "." { "(root)".into() } else { key }, e.inner().to_string())
+        })?;
+        for c in &mut config.channels {
+            c.app_private_key.resolve(base);
+            c.channel_public_key.resolve(base);
+        }
+        for m in &mut config.merchants {
+            m.webhook_secret.resolve(base);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        url::Url::parse(&self.temporal.address)
+            .map_err(|e| key_err("temporal.address", e.to_string()))?;
+        if !(self.database.url.starts_with("sqlite:") || self.database.url.starts_with("postgres"))
+        {
+            return Err(key_err("database.url", "must start with sqlite: or postgres:"));
+        }
+        if self.payment.query_schedule_ms.is_empty() || self.payment.query_schedule_ms.contains(&0)
+        {
+            return Err(key_err("payment.query_schedule_ms", "must be non-empty, each > 0"));
+        }
+        if self.notify.retry_schedule_ms.contains(&0) {
+            return Err(key_err("notify.retry_schedule_ms", "each wait must be > 0"));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, c) in self.channels.iter().enumerate() {
+            if !names.insert(c.name.clone()) {
+                return Err(key_err(format!("channels[{i}].name"), "duplicate channel name"));
+            }
+        }
+        for (i, p) in self.products.iter().enumerate() {
+            payflow_client::ProductId::parse(&p.id)
+                .map_err(|e| key_err(format!("products[{i}].id"), e.to_string()))?;
+            if !names.contains(&p.channel) {
+                return Err(key_err(
+                    format!("products[{i}].channel"),
+                    format!("no channel named {:?}", p.channel),
+                ));
+            }
+        }
+        for (i, m) in self.merchants.iter().enumerate() {
+            payflow_client::MerchantId::parse(&m.id)
+                .map_err(|e| key_err(format!("merchants[{i}].id"), e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_env_value(v: &str) -> toml::Value {
+    // A bare value parses as TOML when it is one (numbers, booleans, arrays), else a string.
+    toml::from_str::<toml::Table>(&format!("v = {v}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(v.to_string()))
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut cur = table;
+    for p in parents {
+        let entry = cur
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        cur = entry.as_table_mut().expect("just made a table");
+    }
+    cur.insert(last.clone(), value);
+}
+
+/// Exposes a secret string for building a key; kept here so call sites are easy to audit.
+pub fn expose(secret: &SecretString) -> &str {
+    secret.expose_secret()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[temporal]
+address = "http://127.0.0.1:7233"
+[database]
+url = "sqlite://x.db"
+[ingress]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:8088"
+"#;
+
+    fn parse(text: &str, env: Vec<(&str, &str)>) -> Result<Config, ConfigError> {
+        Config::parse(
+            text,
+            "test.toml",
+            Path::new("/etc/payflow"),
+            env.into_iter().map(|(a, b)| (a.to_string(), b.to_string())),
+        )
+    }
+
+    #[test]
+    fn minimal_config_loads_with_defaults() {
+        let c = parse(MINIMAL, vec![]).unwrap();
+        assert_eq!(c.temporal.namespace, "default");
+        assert_eq!(c.ingress.max_body_bytes, 65536);
+        assert_eq!(c.notify.retry_schedule_ms.len(), 15);
+    }
+
+    #[test]
+    fn bad_keys_are_named() {
+        let err = parse(&MINIMAL.replace("listen = \"127.0.0.1:0\"", "listen = \"nope\""), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ingress.listen"), "{err}");
+        let err = parse(&format!("{MINIMAL}\n[payment]\nquery_schedule = [1]\n"), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("query_schedule"), "{err}");
+        let err = parse(&MINIMAL.replace("[database]\nurl = \"sqlite://x.db\"", ""), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_apply() {
+        let c = parse(
+            MINIMAL,
+            vec![
+                ("DATABASE_URL", "postgres://u@h/db"),
+                ("PAYFLOW_PAYMENT__QUERY_SCHEDULE_MS", "[5, 6]"),
+                ("PAYFLOW_TEMPORAL__NAMESPACE", "prod"),
+                ("UNRELATED", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.database.url, "postgres://u@h/db");
+        assert_eq!(c.payment.query_schedule_ms, vec![5, 6]);
+        assert_eq!(c.temporal.namespace, "prod");
+    }
+
+    #[test]
+    fn secret_refs_resolve_relative_to_the_config_file_and_never_print() {
+        let text = format!(
+            "{MINIMAL}\n[[merchants]]\nid = \"m1\"\nwebhook_secret = {{ file = \"keys/m1\" }}\n"
+        );
+        let c = parse(&text, vec![]).unwrap();
+        match &c.merchants[0].webhook_secret {
+            SecretRef::File(p) => assert_eq!(p, Path::new("/etc/payflow/keys/m1")),
+            other => panic!("{other:?}"),
+        }
+        let inline = format!("{MINIMAL}\n[[merchants]]\nid = \"m1\"\nwebhook_secret = \"whsec_abc\"\n");
+        let err = parse(&inline, vec![]).unwrap_err().to_string();
+        assert!(err.contains("merchants[0].webhook_secret"), "{err}");
+        assert!(!err.contains("whsec_abc"), "{err}");
+    }
+}

@@ -1,0 +1,221 @@
+//! The all-in-one stack used by `payflow dev` and the end-to-end tests: the worker and ingress
+//! (an [`App`]), the sandbox channel and a demo merchant receiver, wired to each other on
+//! loopback ports, against a Temporal server started elsewhere.
+
+use std::path::Path;
+use std::time::Duration;
+
+use payflow_activities::crypto::rsa_keys::{RsaSigner, RsaVerifier};
+use payflow_activities::crypto::webhook::WebhookSecret;
+use payflow_activities::store::Store;
+use payflow_client::Payflow;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::config::{Config, ConfigError};
+use crate::devkeys::DevKeys;
+use crate::merchant_receiver::MerchantReceiver;
+use crate::sandbox::{self, SandboxConfig, SandboxHandle};
+use crate::startup::{App, StartupError};
+
+/// The channel name, app id and merchant of the dev/test wiring.
+pub const CHANNEL: &str = "alipay";
+pub const APP_ID: &str = "2021000000000001";
+pub const MERCHANT: &str = "demo";
+pub const PRODUCT: &str = "qr";
+
+pub struct StackOptions<'a> {
+    pub temporal_address: String,
+    pub database_url: String,
+    pub keys: &'a DevKeys,
+    /// Sandbox: the customer pays this long after precreate (`None`: only on demand).
+    pub pay_after: Option<Duration>,
+    pub query_schedule_ms: Vec<u64>,
+    pub notify_schedule_ms: Vec<u64>,
+    pub sandbox_notify_retry: Vec<Duration>,
+    /// `127.0.0.1:0` for a free port.
+    pub ingress_listen: String,
+    /// Extra TOML appended to the generated configuration (more merchants, products...).
+    pub extra_toml: String,
+}
+
+pub struct Stack {
+    pub sandbox: SandboxHandle,
+    pub merchant: MerchantReceiver,
+    pub payflow: Payflow,
+    pub store: Store,
+    pub ingress_addr: std::net::SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), StartupError>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("key: {0}")]
+    Key(String),
+}
+
+/// The configuration `payflow dev` and tests run with, as TOML text.
+pub fn config_toml(o: &StackOptions<'_>, gateway_url: &str, merchant_url: &str, ingress_public: &str) -> String {
+    let k = |name: &str| o.keys.path(name).display().to_string();
+    let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+    format!(
+        r#"
+[temporal]
+address = "{temporal}"
+
+[database]
+url = "{db}"
+
+[ingress]
+listen = "{listen}"
+public_url = "{ingress_public}"
+
+[payment]
+query_schedule_ms = [{query}]
+
+[notify]
+retry_schedule_ms = [{notify}]
+connect_timeout_ms = 2000
+total_timeout_ms = 5000
+
+[[channels]]
+name = "{CHANNEL}"
+kind = "alipay"
+gateway_url = "{gateway_url}"
+app_id = "{APP_ID}"
+app_private_key = {{ file = "{app_private}" }}
+channel_public_key = {{ file = "{sandbox_public}" }}
+
+[[merchants]]
+id = "{MERCHANT}"
+notify_url = "{merchant_url}"
+allowed_notify_hosts = ["127.0.0.1"]
+webhook_secret = {{ file = "{secret}" }}
+expect_body = "success"
+
+[[products]]
+id = "{PRODUCT}"
+channel = "{CHANNEL}"
+{extra}
+"#,
+        temporal = o.temporal_address,
+        db = o.database_url,
+        listen = o.ingress_listen,
+        query = list(&o.query_schedule_ms),
+        notify = list(&o.notify_schedule_ms),
+        app_private = k(DevKeys::APP_PRIVATE),
+        sandbox_public = k(DevKeys::SANDBOX_PUBLIC),
+        secret = k(DevKeys::MERCHANT_SECRET),
+        extra = o.extra_toml,
+    )
+}
+
+impl Stack {
+    /// Starts the sandbox, the merchant receiver and the worker with its ingress.
+    pub async fn start(o: StackOptions<'_>) -> Result<Stack, StackError> {
+        let key = |e: payflow_activities::crypto::CryptoError| StackError::Key(e.to_string());
+        let sandbox = sandbox::spawn(
+            TcpListener::bind("127.0.0.1:0").await?,
+            SandboxConfig {
+                app_id: APP_ID.into(),
+                app_public_key: RsaVerifier::from_text(&o.keys.read(DevKeys::APP_PUBLIC)?, "app public key").map_err(key)?,
+                signer: RsaSigner::from_text(&o.keys.read(DevKeys::SANDBOX_PRIVATE)?, "sandbox key").map_err(key)?,
+                pay_after: o.pay_after,
+                notify_retry: o.sandbox_notify_retry.clone(),
+            },
+        )
+        .await?;
+        let secret = WebhookSecret::parse(&o.keys.read(DevKeys::MERCHANT_SECRET)?).map_err(key)?;
+        let merchant = MerchantReceiver::spawn(TcpListener::bind("127.0.0.1:0").await?, secret).await?;
+        // The ingress binds inside App::build; its public URL must be known first, so bind a
+        // free port here when asked for port 0.
+        let listen = if o.ingress_listen.ends_with(":0") {
+            let port = crate::devserver::free_port()?;
+            format!("127.0.0.1:{port}")
+        } else {
+            o.ingress_listen.clone()
+        };
+        let public = format!("http://{listen}");
+        let text = config_toml(
+            &StackOptions {
+                ingress_listen: listen.clone(),
+                ..o
+            },
+            &sandbox.gateway_url(),
+            &merchant.notify_url(),
+            &public,
+        );
+        let config = Config::parse(&text, "(generated)", Path::new("."), std::iter::empty())?;
+        let database_url = config.database.url.clone();
+        let temporal = (config.temporal.address.clone(), config.temporal.namespace.clone());
+        // Temporal workers run workflows on a LocalSet (their futures are not Send), so the
+        // worker gets a thread and a runtime of its own; what the caller holds (client, store)
+        // is connected on the caller's runtime.
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<std::net::SocketAddr, StartupError>>();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("payflow-worker".into())
+            .spawn(move || -> Result<(), StartupError> {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .map_err(|e| StartupError::Worker(e.to_string()))?;
+                rt.block_on(async move {
+                    let app = match App::build(config).await {
+                        Ok(app) => app,
+                        Err(e) => {
+                            let msg = e.to_string();
+                            let _ = ready_tx.send(Err(e));
+                            return Err(StartupError::Worker(msg));
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(app.ingress_addr));
+                    app.run(async {
+                        let _ = stopped.await;
+                    })
+                    .await
+                })
+            })?;
+        let ingress_addr = match ready_rx.await {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err(StartupError::Worker("worker thread ended during start-up".into()).into()),
+        };
+        let payflow = Payflow::connect(&temporal.0, &temporal.1)
+            .await
+            .map_err(|e| StartupError::Worker(e.to_string()))?;
+        let store = Store::connect(&database_url).await.map_err(StartupError::from)?;
+        Ok(Stack {
+            sandbox,
+            merchant,
+            payflow,
+            store,
+            ingress_addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the worker and ingress and waits for them.
+    pub async fn shutdown(mut self) -> Result<(), StartupError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.store.close().await;
+        match self.thread.take() {
+            Some(thread) => tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .map_err(|e| StartupError::Worker(e.to_string()))?
+                .map_err(|_| StartupError::Worker("worker thread panicked".into()))?,
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Builds the application from configuration and runs it: the Temporal workers (one per task
+//! queue), and the channel notification ingress. Ingress and workers stop together.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use payflow_activities::channels::Channels;
+use payflow_activities::channels::alipay::{AlipayChannel, AlipayConfig};
+use payflow_activities::crypto::rsa_keys::{RsaSigner, RsaVerifier};
+use payflow_activities::crypto::webhook::WebhookSecret;
+use payflow_activities::merchants::{Merchant, MerchantStatus, Merchants};
+use payflow_activities::notify::{Deliverer, DeliveryPolicy};
+use payflow_activities::routing::{Product, Routing};
+use payflow_activities::store::Store;
+use payflow_activities::{NotifyActivities, PaymentActivities, PaymentTiming, Services};
+use payflow_client::definitions::task_queues;
+use payflow_client::{MerchantId, Payflow, ProductId};
+use payflow_workflows::{Notification, Payment};
+use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
+use temporalio_sdk::{Runtime, Worker, WorkerOptions};
+use tokio::net::TcpListener;
+
+use crate::config::{ChannelKind, Config, MerchantStatusConfig, expose};
+use crate::ingress;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("database: {0}")]
+    Store(#[from] payflow_activities::store::StoreError),
+    #[error("key for {key}: {message}")]
+    Key { key: String, message: String },
+    #[error("cannot reach Temporal at {address}: {message}")]
+    Temporal { address: String, message: String },
+    #[error("worker: {0}")]
+    Worker(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Everything the running process holds.
+pub struct App {
+    pub config: Config,
+    pub services: Arc<Services>,
+    pub client: Client,
+    pub ingress_listener: TcpListener,
+    pub ingress_addr: SocketAddr,
+}
+
+fn key_err(key: &str, e: impl std::fmt::Display) -> StartupError {
+    StartupError::Key {
+        key: key.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Reads keys and secrets and builds the shared services.
+pub async fn build_services(config: &Config) -> Result<Services, StartupError> {
+    payflow_activities::tls::ensure_crypto_provider();
+    let store = Store::connect(&config.database.url).await?;
+    let mut channels = Channels::default();
+    for (i, c) in config.channels.iter().enumerate() {
+        let key = format!("channels[{i}]");
+        match c.kind {
+            ChannelKind::Alipay => {
+                let private = c.app_private_key.load(&format!("{key}.app_private_key"))?;
+                let public = c.channel_public_key.load(&format!("{key}.channel_public_key"))?;
+                let cfg = AlipayConfig {
+                    name: c.name.clone(),
+                    gateway_url: c.gateway_url.clone(),
+                    app_id: c.app_id.clone(),
+                    app_private_key: RsaSigner::from_text(expose(&private), "app_private_key")
+                        .map_err(|e| key_err(&format!("{key}.app_private_key"), e))?,
+                    alipay_public_key: RsaVerifier::from_text(expose(&public), "channel_public_key")
+                        .map_err(|e| key_err(&format!("{key}.channel_public_key"), e))?,
+                    connect_timeout: Duration::from_millis(c.connect_timeout_ms),
+                    request_timeout: Duration::from_millis(c.request_timeout_ms),
+                };
+                let channel = AlipayChannel::new(cfg).map_err(|e| key_err(&key, e))?;
+                channels.insert(Arc::new(channel));
+            }
+        }
+    }
+    let mut merchants = Merchants::default();
+    for (i, m) in config.merchants.iter().enumerate() {
+        let key = format!("merchants[{i}]");
+        let secret = m.webhook_secret.load(&format!("{key}.webhook_secret"))?;
+        let webhook_secret = WebhookSecret::parse(expose(&secret))
+            .map_err(|e| key_err(&format!("{key}.webhook_secret"), e))?;
+        let mut hosts = m.allowed_notify_hosts.clone();
+        if hosts.is_empty()
+            && let Some(h) = m.notify_url.as_ref().and_then(|u| u.host_str())
+        {
+            hosts.push(h.to_string());
+        }
+        merchants.insert(Merchant {
+            id: MerchantId::parse(&m.id).map_err(|e| key_err(&format!("{key}.id"), e))?,
+            status: match m.status {
+                MerchantStatusConfig::Enabled => MerchantStatus::Enabled,
+                MerchantStatusConfig::Blocked => MerchantStatus::Blocked,
+            },
+            notify_url: m.notify_url.clone(),
+            allowed_notify_hosts: hosts,
+            webhook_secret,
+            expect_body: m.expect_body.clone(),
+        });
+    }
+    let mut routing = Routing::default();
+    for (i, p) in config.products.iter().enumerate() {
+        routing.insert(Product {
+            id: ProductId::parse(&p.id).map_err(|e| key_err(&format!("products[{i}].id"), e))?,
+            channel: p.channel.clone(),
+            enabled: p.enabled,
+        });
+    }
+    let deliverer = Deliverer::new(&DeliveryPolicy {
+        connect_timeout: Duration::from_millis(config.notify.connect_timeout_ms),
+        total_timeout: Duration::from_millis(config.notify.total_timeout_ms),
+    })
+    .map_err(|e| key_err("notify", e))?;
+    Ok(Services {
+        store,
+        channels,
+        merchants,
+        routing,
+        deliverer,
+        ingress_base_url: config.ingress.public_url.clone(),
+        payment_timing: PaymentTiming {
+            query_schedule_ms: config.payment.query_schedule_ms.clone(),
+        },
+        notify_schedule_ms: config.notify.retry_schedule_ms.clone(),
+    })
+}
+
+/// Connects a Temporal client.
+pub async fn connect_temporal(address: &str, namespace: &str) -> Result<Client, StartupError> {
+    let err = |m: String| StartupError::Temporal {
+        address: address.to_string(),
+        message: m,
+    };
+    let url = url::Url::parse(address).map_err(|e| err(e.to_string()))?;
+    let conn = Connection::connect(ConnectionOptions::new(url).identity(worker_identity()).build())
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    Client::new(conn, ClientOptions::new(namespace).build()).map_err(|e| err(e.to_string()))
+}
+
+fn worker_identity() -> String {
+    format!("payflow@{}", std::process::id())
+}
+
+impl App {
+    pub async fn build(config: Config) -> Result<App, StartupError> {
+        let services = Arc::new(build_services(&config).await?);
+        let client = connect_temporal(&config.temporal.address, &config.temporal.namespace).await?;
+        let ingress_listener = TcpListener::bind(config.ingress.listen)
+            .await
+            .map_err(|source| StartupError::Bind {
+                addr: config.ingress.listen,
+                source,
+            })?;
+        let ingress_addr = ingress_listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind {
+                addr: config.ingress.listen,
+                source,
+            })?;
+        Ok(App {
+            config,
+            services,
+            client,
+            ingress_listener,
+            ingress_addr,
+        })
+    }
+
+    pub fn payflow(&self) -> Payflow {
+        Payflow::from_client(self.client.clone())
+    }
+
+    /// Runs workers and ingress until `shutdown` resolves, then stops both and waits for them.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), StartupError> {
+        let runtime = Runtime::from_current_tokio(Default::default())
+            .map_err(|e| StartupError::Worker(e.to_string()))?;
+        let make = |queue: &str| -> Result<WorkerOptions, StartupError> {
+            let opts = WorkerOptions::new(queue);
+            let built = if queue == task_queues::PAYMENTS {
+                opts.register_workflow::<Payment>()
+                    .map_err(|e| StartupError::Worker(e.to_string()))?
+                    .register_activities(PaymentActivities::new(self.services.clone()))
+                    .build()
+            } else {
+                opts.register_workflow::<Notification>()
+                    .map_err(|e| StartupError::Worker(e.to_string()))?
+                    .register_activities(NotifyActivities::new(self.services.clone()))
+                    .build()
+            };
+            Ok(built)
+        };
+        let mut workers = Vec::new();
+        for queue in [
+            task_queues::PAYMENTS,
+            task_queues::NOTIFY_REALTIME,
+            task_queues::NOTIFY_BATCH,
+        ] {
+            let w = Worker::new(&runtime, self.client.clone(), make(queue)?)
+                .map_err(|e| StartupError::Worker(e.to_string()))?;
+            workers.push(w);
+        }
+        let stops: Vec<_> = workers.iter().map(|w| w.shutdown_handle()).collect();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let router = ingress::router(ingress::IngressState::new(
+            &self.config.ingress,
+            self.services.clone(),
+            Payflow::from_client(self.client.clone()),
+        ));
+        let mut ingress_stop = stop_rx.clone();
+        let ingress = axum::serve(
+            self.ingress_listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = ingress_stop.wait_for(|s| *s).await;
+        });
+        tracing::info!(ingress = %self.ingress_addr, "payflow worker running");
+        let runs = futures::future::join_all(workers.iter_mut().map(|w| w.run()));
+        let trigger = async move {
+            shutdown.await;
+            tracing::info!("shutting down: ingress and workers");
+            let _ = stop_tx.send(true);
+            for stop in &stops {
+                stop();
+            }
+        };
+        let (results, ingress_result, ()) =
+            tokio::join!(runs, ingress.into_future(), trigger);
+        ingress_result.map_err(|e| StartupError::Worker(format!("ingress: {e}")))?;
+        for r in results {
+            r.map_err(|e| StartupError::Worker(e.to_string()))?;
+        }
+        self.services.store.close().await;
+        Ok(())
+    }
+}
