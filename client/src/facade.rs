@@ -81,8 +81,10 @@ impl Payflow {
             // A running payment with this id is joined, never duplicated ...
             WorkflowIdConflictPolicy::UseExisting,
         )
-        // ... and a finished one is never started again (the SDK default would allow it).
-        .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+        // ... and a completed one is never started again (the SDK default would allow it).
+        // Only a run that failed (a request refused before anything was created) may be
+        // replaced by a corrected request.
+        .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicateFailedOnly)
         .static_summary(format!(
             "pay {} {} order {}",
             req.merchant_id, req.amount, req.merchant_order_no

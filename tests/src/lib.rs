@@ -1,1 +1,200 @@
+//! # payflow-tests: the end-to-end harness (`spawn_app`)
+//!
+//! One Temporal dev server per test binary (started on first use on free ports, killed when
+//! the test process exits), and per test: its own namespace on that server, a fresh database
+//! (SQLite file, or a new PostgreSQL database), and a [`Stack`] with the worker, ingress,
+//! sandbox channel and merchant receiver on free loopback ports. Tests wait on conditions with
+//! deadlines, never on fixed sleeps.
 
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use payflow::devkeys::DevKeys;
+use payflow::devserver::{DevServerOptions, find_temporal_cli, free_port, wait_ready};
+use payflow::stack::{Stack, StackOptions};
+
+/// Namespaces created on the shared dev server; each test takes one.
+const NAMESPACES: usize = 48;
+
+static SERVER: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+static NEXT_NAMESPACE: AtomicUsize = AtomicUsize::new(0);
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// Starts the dev server once per test binary and returns its address.
+///
+/// The server is spawned from a thread that lives as long as the process, with the parent
+/// death signal set, so it dies with the test binary and no process is left behind.
+pub async fn dev_server() -> &'static str {
+    SERVER.get_or_init(|| async {
+        let port = free_port().expect("free port");
+        let dir = scratch_dir("temporal");
+        let opts = DevServerOptions {
+            ip: "127.0.0.1".into(),
+            port,
+            ui_port: None,
+            db_file: Some(dir.join("temporal.db")),
+            log_level: "error".into(),
+            extra_namespaces: (0..NAMESPACES).map(|i| format!("t{i}")).collect(),
+        };
+        let exe = find_temporal_cli().expect("Temporal CLI (run scripts/tools.sh)");
+        let args = opts.args();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("temporal-dev-server".into())
+            .spawn(move || {
+                let mut cmd = Command::new(exe);
+                cmd.args(args)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null());
+                // SAFETY: prctl is async-signal-safe; it only sets a flag on the child.
+                unsafe {
+                    use std::os::unix::process::CommandExt;
+                    cmd.pre_exec(|| {
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                        Ok(())
+                    });
+                }
+                let child = cmd.spawn();
+                let ok = child.is_ok();
+                tx.send(child.map(|_| ()).map_err(|e| e.to_string())).ok();
+                if ok {
+                    // This thread is the child's parent: it must outlive every test.
+                    loop {
+                        std::thread::park();
+                    }
+                }
+            })
+            .expect("spawn dev server thread");
+        rx.recv().expect("dev server thread").expect("start temporal dev server");
+        let address = format!("http://127.0.0.1:{port}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut ready = false;
+        while !ready && tokio::time::Instant::now() < deadline {
+            ready = wait_ready(&address, Duration::from_millis(500)).await;
+        }
+        assert!(ready, "Temporal dev server at {address} did not come up in 60 s");
+        address
+    })
+    .await
+}
+
+/// A per-process scratch directory under `target/e2e` (git-ignored).
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let base = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/e2e")).join(format!(
+        "payflow-{}-{}",
+        std::process::id(),
+        name
+    ));
+    std::fs::create_dir_all(&base).expect("scratch dir");
+    base
+}
+
+/// Keys shared by the tests of one binary (generated once; RSA key generation is slow).
+pub fn keys() -> &'static DevKeys {
+    static KEYS: OnceLock<DevKeys> = OnceLock::new();
+    KEYS.get_or_init(|| DevKeys::ensure(&scratch_dir("keys")).expect("test keys"))
+}
+
+/// The PostgreSQL server tests use: `DATABASE_URL`, else the local trust-auth server.
+pub fn postgres_base_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// Creates a fresh database for one test and returns its URL, or `None` (with the reason on
+/// stderr) when PostgreSQL is not reachable and `PAYFLOW_REQUIRE_POSTGRES` is not set.
+pub async fn fresh_database(db: Db) -> Option<String> {
+    match db {
+        Db::Sqlite => {
+            let path = scratch_dir("db").join(format!("{}.db", uuid::Uuid::new_v4().simple()));
+            Some(format!("sqlite://{}", path.display()))
+        }
+        Db::Postgres => {
+            use sqlx::Connection;
+            let base = postgres_base_url();
+            let mut conn = match sqlx::PgConnection::connect(&base).await {
+                Ok(c) => c,
+                Err(e) => {
+                    if std::env::var_os("PAYFLOW_REQUIRE_POSTGRES").is_some() {
+                        panic!("PostgreSQL required but unreachable at {base}: {e}");
+                    }
+                    eprintln!("skipping postgres: cannot connect to {base}: {e}");
+                    return None;
+                }
+            };
+            let name = format!("payflow_e2e_{}", uuid::Uuid::new_v4().simple());
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .expect("create test database");
+            let (prefix, _) = base.rsplit_once('/').expect("database URL has a path");
+            Some(format!("{prefix}/{name}"))
+        }
+    }
+}
+
+/// Test-speed timing: queries and retries in milliseconds instead of minutes.
+pub struct Timing {
+    pub pay_after: Option<Duration>,
+    pub query_schedule_ms: Vec<u64>,
+    pub notify_schedule_ms: Vec<u64>,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            pay_after: Some(Duration::from_millis(300)),
+            query_schedule_ms: vec![2_000],
+            notify_schedule_ms: vec![200, 200, 400],
+        }
+    }
+}
+
+/// Starts the whole stack for one test, or `None` when its database is unavailable.
+pub async fn spawn_app(db: Db, timing: Timing) -> Option<Stack> {
+    let address = dev_server().await.to_string();
+    let database_url = fresh_database(db).await?;
+    let ns = NEXT_NAMESPACE.fetch_add(1, Ordering::SeqCst);
+    assert!(ns < NAMESPACES, "more tests than namespaces: raise NAMESPACES");
+    let stack = Stack::start(StackOptions {
+        temporal_address: address,
+        namespace: format!("t{ns}"),
+        database_url,
+        keys: keys(),
+        pay_after: timing.pay_after,
+        query_schedule_ms: timing.query_schedule_ms,
+        notify_schedule_ms: timing.notify_schedule_ms,
+        sandbox_notify_retry: vec![Duration::from_millis(300); 5],
+        ingress_listen: "127.0.0.1:0".into(),
+        extra_toml: String::new(),
+    })
+    .await
+    .expect("start payflow stack");
+    Some(stack)
+}
+
+/// Polls `f` until it returns `Some`, or panics after `deadline` with `what`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < end, "timed out waiting for {what}");
+        // Poll interval for conditions observable only by asking (workflow queries).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

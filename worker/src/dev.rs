@@ -35,6 +35,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 ui_port: Some(8233),
                 db_file: Some(args.data_dir.join("temporal.db")),
                 log_level: "error".into(),
+                extra_namespaces: Vec::new(),
             })
             .await?;
             let addr = server.address.clone();
@@ -48,6 +49,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("payflow dev: Temporal {temporal_address}, UI {ui}");
     let stack = Stack::start(StackOptions {
         temporal_address,
+        namespace: "default".into(),
         database_url: config.database.url.clone(),
         keys: &keys,
         pay_after: Some(Duration::from_millis(800)),

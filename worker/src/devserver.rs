@@ -37,6 +37,53 @@ pub struct DevServerOptions {
     /// SQLite file; `None`: in memory.
     pub db_file: Option<PathBuf>,
     pub log_level: String,
+    /// Namespaces to create besides `default` (tests give each case its own).
+    pub extra_namespaces: Vec<String>,
+}
+
+impl DevServerOptions {
+    /// The `temporal` command-line arguments for these options.
+    pub fn args(&self) -> Vec<std::ffi::OsString> {
+        let mut a: Vec<std::ffi::OsString> = Vec::new();
+        let mut push = |s: &str| a.push(s.into());
+        for s in ["server", "start-dev", "--ip", &self.ip, "--port", &self.port.to_string()] {
+            push(s);
+        }
+        push("--namespace");
+        push("default");
+        for ns in &self.extra_namespaces {
+            push("--namespace");
+            push(ns);
+        }
+        for s in ["--log-level", &self.log_level, "--log-format", "pretty"] {
+            push(s);
+        }
+        // Updates (used for the early return of `pay`) are on by default in recent servers;
+        // stated explicitly so an older CLI behaves the same.
+        for v in [
+            "frontend.enableUpdateWorkflowExecution=true",
+            "frontend.enableUpdateWorkflowExecutionAsyncAccepted=true",
+        ] {
+            push("--dynamic-config-value");
+            push(v);
+        }
+        for (name, kind) in search_attributes::ALL {
+            push("--search-attribute");
+            push(&format!("{name}={kind}"));
+        }
+        match self.ui_port {
+            Some(p) => {
+                push("--ui-port");
+                push(&p.to_string());
+            }
+            None => push("--headless"),
+        }
+        if let Some(db) = &self.db_file {
+            a.push("--db-filename".into());
+            a.push(db.as_os_str().to_owned());
+        }
+        a
+    }
 }
 
 /// A running dev server; killed when dropped.
@@ -73,32 +120,7 @@ impl DevServer {
     pub async fn start(opts: DevServerOptions) -> Result<DevServer, DevServerError> {
         let exe = find_temporal_cli()?;
         let mut cmd = Command::new(&exe);
-        cmd.args(["server", "start-dev", "--ip", &opts.ip])
-            .args(["--port", &opts.port.to_string()])
-            .args(["--namespace", "default"])
-            .args(["--log-level", &opts.log_level])
-            .args(["--log-format", "pretty"])
-            // Updates (used for the early return of `pay`) are on by default in recent
-            // servers; stated explicitly so an older CLI behaves the same.
-            .args(["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"])
-            .args([
-                "--dynamic-config-value",
-                "frontend.enableUpdateWorkflowExecutionAsyncAccepted=true",
-            ]);
-        for (name, kind) in search_attributes::ALL {
-            cmd.args(["--search-attribute", &format!("{name}={kind}")]);
-        }
-        match opts.ui_port {
-            Some(p) => {
-                cmd.args(["--ui-port", &p.to_string()]);
-            }
-            None => {
-                cmd.arg("--headless");
-            }
-        }
-        if let Some(db) = &opts.db_file {
-            cmd.arg("--db-filename").arg(db);
-        }
+        cmd.args(opts.args());
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -114,11 +136,9 @@ impl DevServer {
                 if let Some(status) = child.try_wait().ok().flatten() {
                     return Err(DevServerError::Exited(status));
                 }
-                if payflow_client::Payflow::connect(&address, "default").await.is_ok() {
+                if wait_ready(&address, Duration::from_millis(500)).await {
                     return Ok(());
                 }
-                // Poll interval of the readiness probe (not a synchronisation sleep).
-                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
         .await;
@@ -149,4 +169,15 @@ impl DevServer {
 pub fn free_port() -> std::io::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
+}
+
+/// Whether the frontend at `address` answers within `within` (one probe; callers loop with a
+/// deadline). The pause between failed probes is the probe interval, not a synchronisation.
+pub async fn wait_ready(address: &str, within: Duration) -> bool {
+    let probe = tokio::time::timeout(within, payflow_client::Payflow::connect(address, "default")).await;
+    if matches!(probe, Ok(Ok(_))) {
+        return true;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    false
 }

@@ -26,6 +26,7 @@ pub const PRODUCT: &str = "qr";
 
 pub struct StackOptions<'a> {
     pub temporal_address: String,
+    pub namespace: String,
     pub database_url: String,
     pub keys: &'a DevKeys,
     /// Sandbox: the customer pays this long after precreate (`None`: only on demand).
@@ -69,6 +70,7 @@ pub fn config_toml(o: &StackOptions<'_>, gateway_url: &str, merchant_url: &str, 
         r#"
 [temporal]
 address = "{temporal}"
+namespace = "{namespace}"
 
 [database]
 url = "{db}"
@@ -106,6 +108,7 @@ channel = "{CHANNEL}"
 {extra}
 "#,
         temporal = o.temporal_address,
+        namespace = o.namespace,
         db = o.database_url,
         listen = o.ingress_listen,
         query = list(&o.query_schedule_ms),

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh clone: tools, formatting, lints, unit tests, store tests
+# on SQLite and PostgreSQL, and end-to-end tests against a real Temporal dev server.
+# PostgreSQL: DATABASE_URL when set, else the local server at 127.0.0.1:5432 (trust auth).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/tools.sh
+
+export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+if [ "${CI:-}" = "true" ]; then
+  # CI must exercise PostgreSQL, not skip it.
+  export PAYFLOW_REQUIRE_POSTGRES=1
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+if command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then
+  echo "== docker compose config"
+  docker compose -f docker-compose.yml config -q
+fi
+echo "== cargo test"
+cargo test --workspace

@@ -1,0 +1,146 @@
+//! End-to-end payments against the real dev server, the sandbox channel and a merchant
+//! receiver, on SQLite and on PostgreSQL.
+
+use std::time::Duration;
+
+use payflow::stack;
+use payflow_client::{
+    Currency, MerchantId, Money, OrderNo, PayState, PayflowError, PaymentRequest, ProductId,
+};
+use payflow_tests::{Db, Timing, eventually, spawn_app};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn request(order_no: &str, amount: &str) -> PaymentRequest {
+    PaymentRequest {
+        merchant_id: MerchantId::parse(stack::MERCHANT).unwrap(),
+        merchant_order_no: OrderNo::parse(order_no).unwrap(),
+        amount: Money::parse(amount, Currency::Cny).unwrap(),
+        product_id: ProductId::parse(stack::PRODUCT).unwrap(),
+        subject: "e2e".into(),
+        notify_url: None,
+        expires_in_secs: None,
+    }
+}
+
+/// Pay, the channel notifies, a query confirms, the ledger is posted once and the merchant
+/// receives one signed callback.
+async fn happy_path_via_notification(db: Db) {
+    let Some(app) = spawn_app(db, Timing::default()).await else {
+        return;
+    };
+    let req = request("o-happy", "12.34");
+    let prepay = app.payflow.pay(req.clone()).await.expect("pay");
+    assert_eq!(prepay.channel, stack::CHANNEL);
+    assert!(prepay.qr_code.contains(&prepay.order_id));
+
+    let status = eventually(DEADLINE, "payment Succeeded", || async {
+        let s = app
+            .payflow
+            .payment(&req.merchant_id, &req.merchant_order_no)
+            .await
+            .ok()?;
+        (s.state == PayState::Succeeded).then_some(s)
+    })
+    .await;
+    assert_eq!(status.amount, req.amount);
+    assert!(status.notices_received >= 1, "paid through the notification");
+    assert!(status.queries_made >= 1, "a query confirmed the notification");
+    let channel_order = app.sandbox.order(&prepay.order_id).expect("sandbox order");
+    assert_eq!(status.channel_trade_no.as_deref(), Some(channel_order.trade_no.as_str()));
+    assert!(channel_order.acknowledged, "the ingress acknowledged the channel");
+
+    let order = app.store.order(&prepay.order_id).await.unwrap().unwrap();
+    assert_eq!(order.state, PayState::Succeeded);
+    assert_eq!(order.paid_amount, Some(req.amount));
+    let entries = app.store.entries_for_order(&prepay.order_id).await.unwrap();
+    assert_eq!(entries.len(), 1, "exactly one ledger entry");
+    assert_eq!(entries[0].postings[0].debit_minor, 1234);
+    assert!(app.store.trial_balance().await.unwrap().values().all(|v| *v == 0));
+
+    let callbacks = app
+        .merchant
+        .wait_for(DEADLINE, |got| got.iter().any(|c| c.answered == 200))
+        .await
+        .expect("merchant callback");
+    let ok: Vec<_> = callbacks.iter().filter(|c| c.answered == 200).collect();
+    assert_eq!(ok.len(), 1);
+    assert!(ok[0].signature_valid);
+    assert_eq!(ok[0].body["type"], "payment.succeeded");
+    assert_eq!(ok[0].body["data"]["merchant_order_no"], "o-happy");
+    assert_eq!(ok[0].body["data"]["amount"]["amount"], "12.34");
+
+    // The same order again: the same payment, never a second one.
+    let again = app.payflow.pay(req.clone()).await.expect("pay again");
+    assert_eq!(again, prepay);
+    // The same order no with another amount is a conflict.
+    let conflict = app.payflow.pay(request("o-happy", "99.00")).await;
+    assert!(matches!(conflict, Err(PayflowError::Conflict(_))), "{conflict:?}");
+
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_happy_path_via_notification() {
+    happy_path_via_notification(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_happy_path_via_notification() {
+    happy_path_via_notification(Db::Postgres).await;
+}
+
+/// A request for an unknown product is refused with a typed error and creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_request_creates_nothing() {
+    let Some(app) = spawn_app(Db::Sqlite, Timing::default()).await else {
+        return;
+    };
+    let mut req = request("o-bad", "1.00");
+    req.product_id = ProductId::parse("nope").unwrap();
+    let err = app.payflow.pay(req.clone()).await.unwrap_err();
+    assert!(
+        matches!(&err, PayflowError::Rejected(m) if m.contains("unknown product")),
+        "{err:?}"
+    );
+    let order = app
+        .store
+        .order_by_merchant_no(stack::MERCHANT, "o-bad")
+        .await
+        .unwrap();
+    assert!(order.is_none(), "nothing created");
+    // A corrected request with the same order no goes through.
+    let fixed = request("o-bad", "1.00");
+    let prepay = app.payflow.pay(fixed).await.expect("corrected request");
+    assert!(!prepay.qr_code.is_empty());
+    app.shutdown().await.unwrap();
+}
+
+/// With no customer payment and no notification, the workflow keeps querying the channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpaid_order_is_queried_actively() {
+    let timing = Timing {
+        pay_after: None,
+        query_schedule_ms: vec![500],
+        ..Timing::default()
+    };
+    let Some(app) = spawn_app(Db::Sqlite, timing).await else {
+        return;
+    };
+    let mut req = request("o-expire", "5.00");
+    req.expires_in_secs = Some(60);
+    let prepay = app.payflow.pay(req.clone()).await.unwrap();
+    let status = eventually(DEADLINE, "two active queries", || async {
+        let s = app
+            .payflow
+            .payment(&req.merchant_id, &req.merchant_order_no)
+            .await
+            .ok()?;
+        (s.queries_made >= 2).then_some(s)
+    })
+    .await;
+    assert_eq!(status.state, PayState::Pending, "unpaid stays Pending");
+    assert_eq!(status.notices_received, 0);
+    assert!(app.sandbox.order(&prepay.order_id).is_some());
+    app.shutdown().await.unwrap();
+}
