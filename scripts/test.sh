@@ -12,6 +12,13 @@ if [ "${CI:-}" = "true" ]; then
   export PAYFLOW_REQUIRE_POSTGRES=1
 fi
 
+# Start the machine's local PostgreSQL if it is installed but down.
+if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null && command -v pg_ctlcluster >/dev/null 2>&1 \
+   && [ -d /etc/postgresql ]; then
+  echo "== starting local PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"

@@ -18,7 +18,12 @@ pub fn merchant_payable(merchant: &str) -> String {
 
 /// A customer paid `amount` for `order_id` through `channel`: the channel owes us, we owe the
 /// merchant.
-pub fn payment_succeeded(order_id: &str, channel: &str, merchant: &str, amount: Money) -> JournalEntry {
+pub fn payment_succeeded(
+    order_id: &str,
+    channel: &str,
+    merchant: &str,
+    amount: Money,
+) -> JournalEntry {
     JournalEntry {
         entry_id: format!("pay:{order_id}:succeeded"),
         kind: "payment_succeeded".into(),
@@ -37,7 +42,12 @@ mod tests {
 
     #[test]
     fn payment_succeeded_balances() {
-        let e = payment_succeeded("o1", "alipay", "m1", Money::parse("9.99", Currency::Cny).unwrap());
+        let e = payment_succeeded(
+            "o1",
+            "alipay",
+            "m1",
+            Money::parse("9.99", Currency::Cny).unwrap(),
+        );
         e.check_balanced().unwrap();
         assert_eq!(e.entry_id, "pay:o1:succeeded");
         assert_eq!(e.postings[0].debit_minor, 999);

@@ -43,8 +43,9 @@ impl Merchant {
     /// The URL a callback goes to: the request's override if allowed, else the default.
     pub fn notify_url(&self, override_url: Option<&str>) -> Result<url::Url, MerchantError> {
         let url = match override_url {
-            Some(u) => url::Url::parse(u)
-                .map_err(|_| MerchantError::NotifyUrlNotAllowed(u.to_string()))?,
+            Some(u) => {
+                url::Url::parse(u).map_err(|_| MerchantError::NotifyUrlNotAllowed(u.to_string()))?
+            }
             None => self
                 .notify_url
                 .clone()

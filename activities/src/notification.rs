@@ -84,7 +84,9 @@ impl NotifyActivities {
             timestamp,
             data: &req.data,
         })
-        .map_err(|e| ActivityError::application(ApplicationFailure::non_retryable(e.to_string())))?;
+        .map_err(|e| {
+            ActivityError::application(ApplicationFailure::non_retryable(e.to_string()))
+        })?;
         let attempt = s
             .deliverer
             .deliver(Callback {

@@ -29,7 +29,10 @@ pub struct OpenPayment {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum Opened {
     /// The order exists in state `Created` (or later, when retried).
-    Order { order: Order, timing: PaymentTiming },
+    Order {
+        order: Box<Order>,
+        timing: PaymentTiming,
+    },
     /// Invalid request: nothing was created.
     Rejected { reason: String },
 }
@@ -140,7 +143,7 @@ impl PaymentActivities {
             .await;
         match order {
             Ok(order) => Ok(Opened::Order {
-                order,
+                order: Box::new(order),
                 timing: s.payment_timing.clone(),
             }),
             Err(StoreError::Conflict(msg)) => rejected(format!("conflict: {msg}")),
@@ -174,7 +177,12 @@ impl PaymentActivities {
         match result {
             Ok(resp) => {
                 s.store
-                    .transition(&order_id, PayState::Created, PayState::Pending, &OrderPatch::default())
+                    .transition(
+                        &order_id,
+                        PayState::Created,
+                        PayState::Pending,
+                        &OrderPatch::default(),
+                    )
                     .await
                     .map_err(store_err)?;
                 Ok(PrepayOutcome::Ready(Prepay {

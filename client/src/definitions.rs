@@ -6,8 +6,7 @@
 //! constants below, and a test checks the two agree).
 
 use temporalio_common::{
-    HasWorkflowDefinition, QueryDefinition, SignalDefinition, UpdateDefinition,
-    WorkflowDefinition,
+    HasWorkflowDefinition, QueryDefinition, SignalDefinition, UpdateDefinition, WorkflowDefinition,
 };
 
 use crate::notification::{NotificationRequest, NotificationStatus};

@@ -50,9 +50,13 @@ impl Payflow {
             message,
         };
         let url = url::Url::parse(address).map_err(|e| connect_err(e.to_string()))?;
-        let conn = Connection::connect(ConnectionOptions::new(url).identity("payflow-client").build())
-            .await
-            .map_err(|e| connect_err(e.to_string()))?;
+        let conn = Connection::connect(
+            ConnectionOptions::new(url)
+                .identity("payflow-client")
+                .build(),
+        )
+        .await
+        .map_err(|e| connect_err(e.to_string()))?;
         let client = Client::new(conn, ClientOptions::new(namespace).build())
             .map_err(|e| connect_err(e.to_string()))?;
         Ok(Payflow { client })
@@ -204,4 +208,3 @@ fn update_error(e: WorkflowUpdateError) -> PayflowError {
         other => PayflowError::Temporal(other.to_string()),
     }
 }
-

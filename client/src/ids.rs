@@ -133,7 +133,9 @@ mod tests {
     fn serde_validates() {
         assert!(serde_json::from_str::<MerchantId>("\"m/1\"").is_err());
         assert_eq!(
-            serde_json::from_str::<MerchantId>("\"m1\"").unwrap().as_str(),
+            serde_json::from_str::<MerchantId>("\"m1\"")
+                .unwrap()
+                .as_str(),
             "m1"
         );
     }

@@ -206,7 +206,9 @@ mod tests {
         let y = Money::parse("1000", Currency::Jpy).unwrap();
         assert_eq!(y.minor_units(), 1000);
         assert_eq!(
-            Money::parse("12.500", Currency::Cny).unwrap().amount_string(),
+            Money::parse("12.500", Currency::Cny)
+                .unwrap()
+                .amount_string(),
             "12.50"
         );
     }

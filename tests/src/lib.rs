@@ -34,57 +34,63 @@ pub enum Db {
 /// The server is spawned from a thread that lives as long as the process, with the parent
 /// death signal set, so it dies with the test binary and no process is left behind.
 pub async fn dev_server() -> &'static str {
-    SERVER.get_or_init(|| async {
-        let port = free_port().expect("free port");
-        let dir = scratch_dir("temporal");
-        let opts = DevServerOptions {
-            ip: "127.0.0.1".into(),
-            port,
-            ui_port: None,
-            db_file: Some(dir.join("temporal.db")),
-            log_level: "error".into(),
-            extra_namespaces: (0..NAMESPACES).map(|i| format!("t{i}")).collect(),
-        };
-        let exe = find_temporal_cli().expect("Temporal CLI (run scripts/tools.sh)");
-        let args = opts.args();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("temporal-dev-server".into())
-            .spawn(move || {
-                let mut cmd = Command::new(exe);
-                cmd.args(args)
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null());
-                // SAFETY: prctl is async-signal-safe; it only sets a flag on the child.
-                unsafe {
-                    use std::os::unix::process::CommandExt;
-                    cmd.pre_exec(|| {
-                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                        Ok(())
-                    });
-                }
-                let child = cmd.spawn();
-                let ok = child.is_ok();
-                tx.send(child.map(|_| ()).map_err(|e| e.to_string())).ok();
-                if ok {
-                    // This thread is the child's parent: it must outlive every test.
-                    loop {
-                        std::thread::park();
+    SERVER
+        .get_or_init(|| async {
+            let port = free_port().expect("free port");
+            let dir = scratch_dir("temporal");
+            let opts = DevServerOptions {
+                ip: "127.0.0.1".into(),
+                port,
+                ui_port: None,
+                db_file: Some(dir.join("temporal.db")),
+                log_level: "error".into(),
+                extra_namespaces: (0..NAMESPACES).map(|i| format!("t{i}")).collect(),
+            };
+            let exe = find_temporal_cli().expect("Temporal CLI (run scripts/tools.sh)");
+            let args = opts.args();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name("temporal-dev-server".into())
+                .spawn(move || {
+                    let mut cmd = Command::new(exe);
+                    cmd.args(args)
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::null());
+                    // SAFETY: prctl is async-signal-safe; it only sets a flag on the child.
+                    unsafe {
+                        use std::os::unix::process::CommandExt;
+                        cmd.pre_exec(|| {
+                            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                            Ok(())
+                        });
                     }
-                }
-            })
-            .expect("spawn dev server thread");
-        rx.recv().expect("dev server thread").expect("start temporal dev server");
-        let address = format!("http://127.0.0.1:{port}");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        let mut ready = false;
-        while !ready && tokio::time::Instant::now() < deadline {
-            ready = wait_ready(&address, Duration::from_millis(500)).await;
-        }
-        assert!(ready, "Temporal dev server at {address} did not come up in 60 s");
-        address
-    })
-    .await
+                    let child = cmd.spawn();
+                    let ok = child.is_ok();
+                    tx.send(child.map(|_| ()).map_err(|e| e.to_string())).ok();
+                    if ok {
+                        // This thread is the child's parent: it must outlive every test.
+                        loop {
+                            std::thread::park();
+                        }
+                    }
+                })
+                .expect("spawn dev server thread");
+            rx.recv()
+                .expect("dev server thread")
+                .expect("start temporal dev server");
+            let address = format!("http://127.0.0.1:{port}");
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            let mut ready = false;
+            while !ready && tokio::time::Instant::now() < deadline {
+                ready = wait_ready(&address, Duration::from_millis(500)).await;
+            }
+            assert!(
+                ready,
+                "Temporal dev server at {address} did not come up in 60 s"
+            );
+            address
+        })
+        .await
 }
 
 /// A per-process scratch directory under `target/e2e` (git-ignored).
@@ -164,7 +170,10 @@ pub async fn spawn_app(db: Db, timing: Timing) -> Option<Stack> {
     let address = dev_server().await.to_string();
     let database_url = fresh_database(db).await?;
     let ns = NEXT_NAMESPACE.fetch_add(1, Ordering::SeqCst);
-    assert!(ns < NAMESPACES, "more tests than namespaces: raise NAMESPACES");
+    assert!(
+        ns < NAMESPACES,
+        "more tests than namespaces: raise NAMESPACES"
+    );
     let stack = Stack::start(StackOptions {
         temporal_address: address,
         namespace: format!("t{ns}"),
@@ -193,7 +202,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < end, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
         // Poll interval for conditions observable only by asking (workflow queries).
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -44,11 +44,23 @@ async fn happy_path_via_notification(db: Db) {
     })
     .await;
     assert_eq!(status.amount, req.amount);
-    assert!(status.notices_received >= 1, "paid through the notification");
-    assert!(status.queries_made >= 1, "a query confirmed the notification");
+    assert!(
+        status.notices_received >= 1,
+        "paid through the notification"
+    );
+    assert!(
+        status.queries_made >= 1,
+        "a query confirmed the notification"
+    );
     let channel_order = app.sandbox.order(&prepay.order_id).expect("sandbox order");
-    assert_eq!(status.channel_trade_no.as_deref(), Some(channel_order.trade_no.as_str()));
-    assert!(channel_order.acknowledged, "the ingress acknowledged the channel");
+    assert_eq!(
+        status.channel_trade_no.as_deref(),
+        Some(channel_order.trade_no.as_str())
+    );
+    assert!(
+        channel_order.acknowledged,
+        "the ingress acknowledged the channel"
+    );
 
     let order = app.store.order(&prepay.order_id).await.unwrap().unwrap();
     assert_eq!(order.state, PayState::Succeeded);
@@ -56,7 +68,14 @@ async fn happy_path_via_notification(db: Db) {
     let entries = app.store.entries_for_order(&prepay.order_id).await.unwrap();
     assert_eq!(entries.len(), 1, "exactly one ledger entry");
     assert_eq!(entries[0].postings[0].debit_minor, 1234);
-    assert!(app.store.trial_balance().await.unwrap().values().all(|v| *v == 0));
+    assert!(
+        app.store
+            .trial_balance()
+            .await
+            .unwrap()
+            .values()
+            .all(|v| *v == 0)
+    );
 
     let callbacks = app
         .merchant
@@ -75,7 +94,10 @@ async fn happy_path_via_notification(db: Db) {
     assert_eq!(again, prepay);
     // The same order no with another amount is a conflict.
     let conflict = app.payflow.pay(request("o-happy", "99.00")).await;
-    assert!(matches!(conflict, Err(PayflowError::Conflict(_))), "{conflict:?}");
+    assert!(
+        matches!(conflict, Err(PayflowError::Conflict(_))),
+        "{conflict:?}"
+    );
 
     app.shutdown().await.unwrap();
 }

@@ -311,9 +311,10 @@ impl Config {
             let path: Option<Vec<String>> = match k.as_str() {
                 "TEMPORAL_ADDRESS" => Some(vec!["temporal".into(), "address".into()]),
                 "DATABASE_URL" => Some(vec!["database".into(), "url".into()]),
-                _ => k.strip_prefix("PAYFLOW_").filter(|rest| rest.contains("__")).map(|rest| {
-                    rest.split("__").map(|s| s.to_ascii_lowercase()).collect()
-                }),
+                _ => k
+                    .strip_prefix("PAYFLOW_")
+                    .filter(|rest| rest.contains("__"))
+                    .map(|rest| rest.split("__").map(|s| s.to_ascii_lowercase()).collect()),
             };
             if let Some(path) = path {
                 set_path(&mut value, &path, parse_env_value(&v));
@@ -322,7 +323,10 @@ impl Config {
         let de = toml::Value::Table(value);
         let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
-            key_err(if key == "." { "(root)".into() } else { key }, e.inner().to_string())
+            key_err(
+                if key == "." { "(root)".into() } else { key },
+                e.inner().to_string(),
+            )
         })?;
         for c in &mut config.channels {
             c.app_private_key.resolve(base);
@@ -340,11 +344,17 @@ impl Config {
             .map_err(|e| key_err("temporal.address", e.to_string()))?;
         if !(self.database.url.starts_with("sqlite:") || self.database.url.starts_with("postgres"))
         {
-            return Err(key_err("database.url", "must start with sqlite: or postgres:"));
+            return Err(key_err(
+                "database.url",
+                "must start with sqlite: or postgres:",
+            ));
         }
         if self.payment.query_schedule_ms.is_empty() || self.payment.query_schedule_ms.contains(&0)
         {
-            return Err(key_err("payment.query_schedule_ms", "must be non-empty, each > 0"));
+            return Err(key_err(
+                "payment.query_schedule_ms",
+                "must be non-empty, each > 0",
+            ));
         }
         if self.notify.retry_schedule_ms.contains(&0) {
             return Err(key_err("notify.retry_schedule_ms", "each wait must be > 0"));
@@ -352,7 +362,10 @@ impl Config {
         let mut names = std::collections::BTreeSet::new();
         for (i, c) in self.channels.iter().enumerate() {
             if !names.insert(c.name.clone()) {
-                return Err(key_err(format!("channels[{i}].name"), "duplicate channel name"));
+                return Err(key_err(
+                    format!("channels[{i}].name"),
+                    "duplicate channel name",
+                ));
             }
         }
         for (i, p) in self.products.iter().enumerate() {
@@ -436,17 +449,26 @@ public_url = "http://127.0.0.1:8088"
 
     #[test]
     fn bad_keys_are_named() {
-        let err = parse(&MINIMAL.replace("listen = \"127.0.0.1:0\"", "listen = \"nope\""), vec![])
-            .unwrap_err()
-            .to_string();
+        let err = parse(
+            &MINIMAL.replace("listen = \"127.0.0.1:0\"", "listen = \"nope\""),
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("ingress.listen"), "{err}");
-        let err = parse(&format!("{MINIMAL}\n[payment]\nquery_schedule = [1]\n"), vec![])
-            .unwrap_err()
-            .to_string();
+        let err = parse(
+            &format!("{MINIMAL}\n[payment]\nquery_schedule = [1]\n"),
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("query_schedule"), "{err}");
-        let err = parse(&MINIMAL.replace("[database]\nurl = \"sqlite://x.db\"", ""), vec![])
-            .unwrap_err()
-            .to_string();
+        let err = parse(
+            &MINIMAL.replace("[database]\nurl = \"sqlite://x.db\"", ""),
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("database"), "{err}");
     }
 
@@ -477,7 +499,8 @@ public_url = "http://127.0.0.1:8088"
             SecretRef::File(p) => assert_eq!(p, Path::new("/etc/payflow/keys/m1")),
             other => panic!("{other:?}"),
         }
-        let inline = format!("{MINIMAL}\n[[merchants]]\nid = \"m1\"\nwebhook_secret = \"whsec_abc\"\n");
+        let inline =
+            format!("{MINIMAL}\n[[merchants]]\nid = \"m1\"\nwebhook_secret = \"whsec_abc\"\n");
         let err = parse(&inline, vec![]).unwrap_err().to_string();
         assert!(err.contains("merchants[0].webhook_secret"), "{err}");
         assert!(!err.contains("whsec_abc"), "{err}");

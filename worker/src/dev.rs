@@ -55,7 +55,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         pay_after: Some(Duration::from_millis(800)),
         query_schedule_ms: config.payment.query_schedule_ms.clone(),
         notify_schedule_ms: config.notify.retry_schedule_ms.clone(),
-        sandbox_notify_retry: vec![Duration::from_secs(2), Duration::from_secs(5), Duration::from_secs(30)],
+        sandbox_notify_retry: vec![
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+            Duration::from_secs(30),
+        ],
         ingress_listen: config.ingress.listen.to_string(),
         extra_toml: String::new(),
     })
@@ -69,12 +73,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let outcome = if args.demo {
         let r = demo(&stack, &ui).await;
         if r.is_ok() {
-            println!("payflow dev: demo payment done in {:.1} s", started.elapsed().as_secs_f64());
+            println!(
+                "payflow dev: demo payment done in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
         }
         r
     } else {
         println!("payflow dev: running; Ctrl-C stops everything");
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
         Ok(())
     };
     let stopped = stack.shutdown().await;
@@ -110,7 +119,10 @@ async fn demo(stack: &Stack, ui: &str) -> anyhow::Result<()> {
         order_no,
         prepay.order_id
     );
-    println!("[2/6] channel prepay: {} qr_code {}", prepay.channel, prepay.qr_code);
+    println!(
+        "[2/6] channel prepay: {} qr_code {}",
+        prepay.channel, prepay.qr_code
+    );
     let notified = stack
         .sandbox
         .wait_for(&prepay.order_id, deadline, |o| o.acknowledged)
@@ -124,12 +136,18 @@ async fn demo(stack: &Stack, ui: &str) -> anyhow::Result<()> {
     );
     let start = Instant::now();
     let status = loop {
-        let s = stack.payflow.payment(&req.merchant_id, &req.merchant_order_no).await?;
+        let s = stack
+            .payflow
+            .payment(&req.merchant_id, &req.merchant_order_no)
+            .await?;
         if s.state != PayState::Pending && s.state != PayState::Created {
             break s;
         }
         if start.elapsed() > deadline {
-            bail!("step 4 failed: payment still {} after {deadline:?}", s.state);
+            bail!(
+                "step 4 failed: payment still {} after {deadline:?}",
+                s.state
+            );
         }
         // Poll interval of the status query.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -146,18 +164,31 @@ async fn demo(stack: &Stack, ui: &str) -> anyhow::Result<()> {
     );
     let entries = stack.store.entries_for_order(&prepay.order_id).await?;
     let Some(entry) = entries.first() else {
-        bail!("step 5 failed: no ledger entry for order {}", prepay.order_id);
+        bail!(
+            "step 5 failed: no ledger entry for order {}",
+            prepay.order_id
+        );
     };
     let lines: Vec<String> = entry
         .postings
         .iter()
         .map(|p| {
-            let (side, minor) = if p.debit_minor > 0 { ("Dr", p.debit_minor) } else { ("Cr", p.credit_minor) };
-            let money = Money::from_minor(minor, p.currency).map(|m| m.to_string()).unwrap_or_default();
+            let (side, minor) = if p.debit_minor > 0 {
+                ("Dr", p.debit_minor)
+            } else {
+                ("Cr", p.credit_minor)
+            };
+            let money = Money::from_minor(minor, p.currency)
+                .map(|m| m.to_string())
+                .unwrap_or_default();
             format!("{side} {} {money}", p.account_id)
         })
         .collect();
-    println!("[5/6] ledger posted: {} ({})", entry.entry_id, lines.join(" / "));
+    println!(
+        "[5/6] ledger posted: {} ({})",
+        entry.entry_id,
+        lines.join(" / ")
+    );
     let received = stack
         .merchant
         .wait_for(deadline, |got| got.iter().any(|c| c.answered == 200))
@@ -165,7 +196,10 @@ async fn demo(stack: &Stack, ui: &str) -> anyhow::Result<()> {
     let Some(got) = received else {
         bail!("step 6 failed: the merchant received no accepted callback");
     };
-    let cb = got.iter().find(|c| c.answered == 200).expect("checked above");
+    let cb = got
+        .iter()
+        .find(|c| c.answered == 200)
+        .expect("checked above");
     if !cb.signature_valid {
         bail!("step 6 failed: callback signature did not verify");
     }
@@ -173,6 +207,9 @@ async fn demo(stack: &Stack, ui: &str) -> anyhow::Result<()> {
         "[6/6] merchant callback received, signature verified: webhook-id {} type {}",
         cb.webhook_id, cb.body["type"]
     );
-    println!("      see it in the UI: {ui}/namespaces/default/workflows?query=MerchantId%3D%22{}%22", stack::MERCHANT);
+    println!(
+        "      see it in the UI: {ui}/namespaces/default/workflows?query=MerchantId%3D%22{}%22",
+        stack::MERCHANT
+    );
     Ok(())
 }

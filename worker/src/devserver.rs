@@ -19,11 +19,10 @@ pub enum DevServerError {
     )]
     NotFound(String),
     #[error("cannot start {exe}: {source}")]
-    Spawn {
-        exe: String,
-        source: std::io::Error,
-    },
-    #[error("Temporal dev server on port {port} did not answer within {secs} s (is the port taken?)")]
+    Spawn { exe: String, source: std::io::Error },
+    #[error(
+        "Temporal dev server on port {port} did not answer within {secs} s (is the port taken?)"
+    )]
     NotReady { port: u16, secs: u64 },
     #[error("Temporal dev server exited early with {0}")]
     Exited(std::process::ExitStatus),
@@ -46,7 +45,14 @@ impl DevServerOptions {
     pub fn args(&self) -> Vec<std::ffi::OsString> {
         let mut a: Vec<std::ffi::OsString> = Vec::new();
         let mut push = |s: &str| a.push(s.into());
-        for s in ["server", "start-dev", "--ip", &self.ip, "--port", &self.port.to_string()] {
+        for s in [
+            "server",
+            "start-dev",
+            "--ip",
+            &self.ip,
+            "--port",
+            &self.port.to_string(),
+        ] {
             push(s);
         }
         push("--namespace");
@@ -113,7 +119,9 @@ pub fn find_temporal_cli() -> Result<PathBuf, DevServerError> {
             }
         }
     }
-    Err(DevServerError::NotFound("not in $TEMPORAL_CLI, .tools or PATH".into()))
+    Err(DevServerError::NotFound(
+        "not in $TEMPORAL_CLI, .tools or PATH".into(),
+    ))
 }
 
 impl DevServer {
@@ -174,7 +182,8 @@ pub fn free_port() -> std::io::Result<u16> {
 /// Whether the frontend at `address` answers within `within` (one probe; callers loop with a
 /// deadline). The pause between failed probes is the probe interval, not a synchronisation.
 pub async fn wait_ready(address: &str, within: Duration) -> bool {
-    let probe = tokio::time::timeout(within, payflow_client::Payflow::connect(address, "default")).await;
+    let probe =
+        tokio::time::timeout(within, payflow_client::Payflow::connect(address, "default")).await;
     if matches!(probe, Ok(Ok(_))) {
         return true;
     }

@@ -140,8 +140,10 @@ async fn notify(
             tracing::warn!(channel = %channel_name, out_trade_no = %notice.out_trade_no, "notification for an unknown order recorded for operators");
         }
         Some(order) => {
-            let merchant = MerchantId::parse(&order.merchant_id).map_err(|e| unavailable("order", e))?;
-            let order_no = OrderNo::parse(&order.merchant_order_no).map_err(|e| unavailable("order", e))?;
+            let merchant =
+                MerchantId::parse(&order.merchant_id).map_err(|e| unavailable("order", e))?;
+            let order_no =
+                OrderNo::parse(&order.merchant_order_no).map_err(|e| unavailable("order", e))?;
             let workflow_id = payment_workflow_id(&merchant, &order_no);
             st.payflow
                 .temporal()

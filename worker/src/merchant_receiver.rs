@@ -125,13 +125,17 @@ async fn receive(
             (StatusCode::OK, "success")
         }
     };
-    inner.received.lock().expect("receiver lock").push(ReceivedCallback {
-        webhook_id,
-        timestamp,
-        body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-        signature_valid,
-        answered: status.as_u16(),
-    });
+    inner
+        .received
+        .lock()
+        .expect("receiver lock")
+        .push(ReceivedCallback {
+            webhook_id,
+            timestamp,
+            body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+            signature_valid,
+            answered: status.as_u16(),
+        });
     inner.changed.send_modify(|v| *v += 1);
     (status, text)
 }

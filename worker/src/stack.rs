@@ -63,7 +63,12 @@ pub enum StackError {
 }
 
 /// The configuration `payflow dev` and tests run with, as TOML text.
-pub fn config_toml(o: &StackOptions<'_>, gateway_url: &str, merchant_url: &str, ingress_public: &str) -> String {
+pub fn config_toml(
+    o: &StackOptions<'_>,
+    gateway_url: &str,
+    merchant_url: &str,
+    ingress_public: &str,
+) -> String {
     let k = |name: &str| o.keys.path(name).display().to_string();
     let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
     format!(
@@ -128,15 +133,24 @@ impl Stack {
             TcpListener::bind("127.0.0.1:0").await?,
             SandboxConfig {
                 app_id: APP_ID.into(),
-                app_public_key: RsaVerifier::from_text(&o.keys.read(DevKeys::APP_PUBLIC)?, "app public key").map_err(key)?,
-                signer: RsaSigner::from_text(&o.keys.read(DevKeys::SANDBOX_PRIVATE)?, "sandbox key").map_err(key)?,
+                app_public_key: RsaVerifier::from_text(
+                    &o.keys.read(DevKeys::APP_PUBLIC)?,
+                    "app public key",
+                )
+                .map_err(key)?,
+                signer: RsaSigner::from_text(
+                    &o.keys.read(DevKeys::SANDBOX_PRIVATE)?,
+                    "sandbox key",
+                )
+                .map_err(key)?,
                 pay_after: o.pay_after,
                 notify_retry: o.sandbox_notify_retry.clone(),
             },
         )
         .await?;
         let secret = WebhookSecret::parse(&o.keys.read(DevKeys::MERCHANT_SECRET)?).map_err(key)?;
-        let merchant = MerchantReceiver::spawn(TcpListener::bind("127.0.0.1:0").await?, secret).await?;
+        let merchant =
+            MerchantReceiver::spawn(TcpListener::bind("127.0.0.1:0").await?, secret).await?;
         // The ingress binds inside App::build; its public URL must be known first, so bind a
         // free port here when asked for port 0.
         let listen = if o.ingress_listen.ends_with(":0") {
@@ -157,7 +171,10 @@ impl Stack {
         );
         let config = Config::parse(&text, "(generated)", Path::new("."), std::iter::empty())?;
         let database_url = config.database.url.clone();
-        let temporal = (config.temporal.address.clone(), config.temporal.namespace.clone());
+        let temporal = (
+            config.temporal.address.clone(),
+            config.temporal.namespace.clone(),
+        );
         // Temporal workers run workflows on a LocalSet (their futures are not Send), so the
         // worker gets a thread and a runtime of its own; what the caller holds (client, store)
         // is connected on the caller's runtime.
@@ -190,12 +207,18 @@ impl Stack {
         let ingress_addr = match ready_rx.await {
             Ok(Ok(addr)) => addr,
             Ok(Err(e)) => return Err(e.into()),
-            Err(_) => return Err(StartupError::Worker("worker thread ended during start-up".into()).into()),
+            Err(_) => {
+                return Err(
+                    StartupError::Worker("worker thread ended during start-up".into()).into(),
+                );
+            }
         };
         let payflow = Payflow::connect(&temporal.0, &temporal.1)
             .await
             .map_err(|e| StartupError::Worker(e.to_string()))?;
-        let store = Store::connect(&database_url).await.map_err(StartupError::from)?;
+        let store = Store::connect(&database_url)
+            .await
+            .map_err(StartupError::from)?;
         Ok(Stack {
             sandbox,
             merchant,

@@ -70,15 +70,20 @@ pub async fn build_services(config: &Config) -> Result<Services, StartupError> {
         match c.kind {
             ChannelKind::Alipay => {
                 let private = c.app_private_key.load(&format!("{key}.app_private_key"))?;
-                let public = c.channel_public_key.load(&format!("{key}.channel_public_key"))?;
+                let public = c
+                    .channel_public_key
+                    .load(&format!("{key}.channel_public_key"))?;
                 let cfg = AlipayConfig {
                     name: c.name.clone(),
                     gateway_url: c.gateway_url.clone(),
                     app_id: c.app_id.clone(),
                     app_private_key: RsaSigner::from_text(expose(&private), "app_private_key")
                         .map_err(|e| key_err(&format!("{key}.app_private_key"), e))?,
-                    alipay_public_key: RsaVerifier::from_text(expose(&public), "channel_public_key")
-                        .map_err(|e| key_err(&format!("{key}.channel_public_key"), e))?,
+                    alipay_public_key: RsaVerifier::from_text(
+                        expose(&public),
+                        "channel_public_key",
+                    )
+                    .map_err(|e| key_err(&format!("{key}.channel_public_key"), e))?,
                     connect_timeout: Duration::from_millis(c.connect_timeout_ms),
                     request_timeout: Duration::from_millis(c.request_timeout_ms),
                 };
@@ -145,9 +150,13 @@ pub async fn connect_temporal(address: &str, namespace: &str) -> Result<Client, 
         message: m,
     };
     let url = url::Url::parse(address).map_err(|e| err(e.to_string()))?;
-    let conn = Connection::connect(ConnectionOptions::new(url).identity(worker_identity()).build())
-        .await
-        .map_err(|e| err(e.to_string()))?;
+    let conn = Connection::connect(
+        ConnectionOptions::new(url)
+            .identity(worker_identity())
+            .build(),
+    )
+    .await
+    .map_err(|e| err(e.to_string()))?;
     Client::new(conn, ClientOptions::new(namespace).build()).map_err(|e| err(e.to_string()))
 }
 
@@ -159,12 +168,13 @@ impl App {
     pub async fn build(config: Config) -> Result<App, StartupError> {
         let services = Arc::new(build_services(&config).await?);
         let client = connect_temporal(&config.temporal.address, &config.temporal.namespace).await?;
-        let ingress_listener = TcpListener::bind(config.ingress.listen)
-            .await
-            .map_err(|source| StartupError::Bind {
-                addr: config.ingress.listen,
-                source,
-            })?;
+        let ingress_listener =
+            TcpListener::bind(config.ingress.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: config.ingress.listen,
+                    source,
+                })?;
         let ingress_addr = ingress_listener
             .local_addr()
             .map_err(|source| StartupError::Bind {
@@ -238,8 +248,7 @@ impl App {
                 stop();
             }
         };
-        let (results, ingress_result, ()) =
-            tokio::join!(runs, ingress.into_future(), trigger);
+        let (results, ingress_result, ()) = tokio::join!(runs, ingress.into_future(), trigger);
         ingress_result.map_err(|e| StartupError::Worker(format!("ingress: {e}")))?;
         for r in results {
             r.map_err(|e| StartupError::Worker(e.to_string()))?;

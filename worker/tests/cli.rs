@@ -26,7 +26,11 @@ fn dev_with_a_broken_config_fails_naming_the_key() {
         "/../config/payflow.dev.toml"
     ))
     .unwrap();
-    std::fs::write(&config, good.replace("listen = \"127.0.0.1:8088\"", "listen = \"not-an-address\"")).unwrap();
+    std::fs::write(
+        &config,
+        good.replace("listen = \"127.0.0.1:8088\"", "listen = \"not-an-address\""),
+    )
+    .unwrap();
     let out = payflow()
         .args(["dev", "--data-dir"])
         .arg(dir.join("data"))
@@ -37,7 +41,10 @@ fn dev_with_a_broken_config_fails_naming_the_key() {
         .unwrap();
     assert!(!out.status.success(), "a broken config must fail");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("ingress.listen"), "error should name the key:\n{err}");
+    assert!(
+        err.contains("ingress.listen"),
+        "error should name the key:\n{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -55,7 +62,15 @@ fn check_config_accepts_the_dev_config_shape() {
     .replace("../.data/keys/", &format!("{}/", keys.display()));
     let config = dir.join("payflow.toml");
     std::fs::write(&config, text).unwrap();
-    let out = payflow().args(["check-config", "--config"]).arg(&config).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = payflow()
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -88,8 +88,7 @@ impl Payment {
 
         // 1. Validate and create the order.
         let order_id = ctx.uuid4().replace('-', "");
-        let expires_at_ms =
-            now_ms(ctx.workflow_time()) + (request.expires_in_secs() as i64) * 1000;
+        let expires_at_ms = now_ms(ctx.workflow_time()) + (request.expires_in_secs() as i64) * 1000;
         let opened = ctx
             .execute_activity(
                 PaymentActivities::open_payment,
@@ -107,7 +106,9 @@ impl Payment {
                 ctx.state_mut(|s| s.rejection = Some(reason.clone()));
                 wait_for_handlers(ctx).await?;
                 // Failing the run (not completing it) lets a corrected request reuse the id.
-                return Err(ApplicationFailure::non_retryable(format!("rejected: {reason}")).into());
+                return Err(
+                    ApplicationFailure::non_retryable(format!("rejected: {reason}")).into(),
+                );
             }
         };
         ctx.state_mut(|s| {
@@ -129,7 +130,9 @@ impl Payment {
                 Self::apply(ctx, PayEvent::PrepayAccepted, |s| s.status.prepay = Some(p))?;
             }
             PrepayOutcome::Declined(failure) => {
-                Self::apply(ctx, PayEvent::PrepayDeclined, |s| s.status.failure = Some(failure))?;
+                Self::apply(ctx, PayEvent::PrepayDeclined, |s| {
+                    s.status.failure = Some(failure)
+                })?;
                 return Self::finish(ctx).await;
             }
         }
@@ -197,7 +200,11 @@ impl Payment {
     }
 
     #[signal(name = names::CHANNEL_NOTIFIED)]
-    pub fn channel_notified(&mut self, _ctx: &mut SyncWorkflowContext<Self>, notice: ChannelNotice) {
+    pub fn channel_notified(
+        &mut self,
+        _ctx: &mut SyncWorkflowContext<Self>,
+        notice: ChannelNotice,
+    ) {
         // Duplicates (same notify id) are counted once; the notice only triggers a query.
         if self.seen_notify_ids.insert(notice.notify_id) {
             self.status.notices_received += 1;
@@ -236,12 +243,14 @@ impl Payment {
             s.status.prepay.is_some() || s.rejection.is_some() || s.status.failure.is_some()
         })
         .await?;
-        ctx.state(|s| match (&s.status.prepay, &s.rejection, &s.status.failure) {
-            (Some(p), _, _) => Ok(p.clone()),
-            (None, Some(reason), _) => Err(reason.clone().into()),
-            (None, None, Some(f)) => Err(format!("declined: {}: {}", f.code, f.message).into()),
-            (None, None, None) => Err("no prepay".into()),
-        })
+        ctx.state(
+            |s| match (&s.status.prepay, &s.rejection, &s.status.failure) {
+                (Some(p), _, _) => Ok(p.clone()),
+                (None, Some(reason), _) => Err(reason.clone().into()),
+                (None, None, Some(f)) => Err(format!("declined: {}: {}", f.code, f.message).into()),
+                (None, None, None) => Err("no prepay".into()),
+            },
+        )
     }
 }
 
@@ -287,7 +296,11 @@ impl Payment {
     }
 
     /// The channel confirmed the payment.
-    async fn settle(ctx: &mut WorkflowContext<Self>, order: &Order, q: TradeQuery) -> WorkflowResult<()> {
+    async fn settle(
+        ctx: &mut WorkflowContext<Self>,
+        order: &Order,
+        q: TradeQuery,
+    ) -> WorkflowResult<()> {
         let paid_amount = q.paid_amount.unwrap_or(order.amount);
         if paid_amount != order.amount {
             // Paid a different amount: no ledger posting; an operator decides.
@@ -334,9 +347,14 @@ impl Payment {
         event_type: &str,
     ) -> WorkflowResult<()> {
         let (request, status) = ctx.state(|s| (s.request.clone(), s.status.clone()));
-        let event_id = EventId::parse(format!("{}-{}", order.order_id, event_type.replace('.', "-")))
-            .map_err(|e| ApplicationFailure::non_retryable(e.to_string()))?;
-        let workflow_id = payflow_client::ids::notification_workflow_id(&request.merchant_id, &event_id);
+        let event_id = EventId::parse(format!(
+            "{}-{}",
+            order.order_id,
+            event_type.replace('.', "-")
+        ))
+        .map_err(|e| ApplicationFailure::non_retryable(e.to_string()))?;
+        let workflow_id =
+            payflow_client::ids::notification_workflow_id(&request.merchant_id, &event_id);
         let data = serde_json::to_value(&status)
             .map_err(|e| ApplicationFailure::non_retryable(e.to_string()))?;
         let notification = NotificationRequest {
@@ -378,7 +396,8 @@ impl Payment {
 
 async fn wait_for_handlers(ctx: &mut WorkflowContext<Payment>) -> WorkflowResult<()> {
     let view = ctx.clone();
-    ctx.wait_condition(move |_| view.all_handlers_finished()).await?;
+    ctx.wait_condition(move |_| view.all_handlers_finished())
+        .await?;
     Ok(())
 }
 

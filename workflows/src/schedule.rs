@@ -11,9 +11,9 @@ pub const DEFAULT_NOTIFY_SCHEDULE_SECS: [u64; 15] = [
 /// The wait before retry number `retry` (0-based) of a cycle, or `None` when the schedule is
 /// exhausted. Waits are clamped to at least 1 ms and at most a day.
 pub fn next_delay(schedule_ms: &[u64], retry: usize) -> Option<Duration> {
-    schedule_ms
-        .get(retry)
-        .map(|ms| Duration::from_millis((*ms).clamp(1, crate::notification::MAX_DELAY.as_millis() as u64)))
+    schedule_ms.get(retry).map(|ms| {
+        Duration::from_millis((*ms).clamp(1, crate::notification::MAX_DELAY.as_millis() as u64))
+    })
 }
 
 #[cfg(test)]
@@ -22,7 +22,10 @@ mod tests {
 
     #[test]
     fn walks_the_schedule_then_stops() {
-        let s: Vec<u64> = DEFAULT_NOTIFY_SCHEDULE_SECS.iter().map(|s| s * 1000).collect();
+        let s: Vec<u64> = DEFAULT_NOTIFY_SCHEDULE_SECS
+            .iter()
+            .map(|s| s * 1000)
+            .collect();
         assert_eq!(next_delay(&s, 0), Some(Duration::from_secs(15)));
         assert_eq!(next_delay(&s, 3), Some(Duration::from_secs(180)));
         assert_eq!(next_delay(&s, 14), Some(Duration::from_secs(21600)));

@@ -100,7 +100,10 @@ pub trait Channel: Send + Sync {
     async fn query(&self, out_trade_no: &str) -> Result<TradeQuery, ChannelError>;
     async fn close(&self, out_trade_no: &str) -> Result<CloseOutcome, ChannelError>;
     /// Verifies an incoming notification (form or body) and extracts its fields.
-    fn verify_notice(&self, params: &BTreeMap<String, String>) -> Result<VerifiedNotice, NoticeError>;
+    fn verify_notice(
+        &self,
+        params: &BTreeMap<String, String>,
+    ) -> Result<VerifiedNotice, NoticeError>;
     /// The exact acknowledgement body the channel expects.
     fn ack_body(&self) -> &'static str;
 }

@@ -10,7 +10,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey};
 use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
-use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
+};
 use rsa::signature::{SignatureEncoding, Signer, Verifier};
 use rsa::{RsaPrivateKey, RsaPublicKey};
 use sha2::Sha256;
@@ -43,12 +45,16 @@ fn key_err(what: &str, reason: impl ToString) -> CryptoError {
     }
 }
 
+/// Decoders tried in turn (PKCS#8 first, then PKCS#1).
+type PemDecoders<'a, T> = &'a [&'a dyn Fn(&str) -> Option<T>];
+type DerDecoders<'a, T> = &'a [&'a dyn Fn(&[u8]) -> Option<T>];
+
 /// Accepts PEM, or base64 DER without PEM armour (as channel consoles export keys).
 fn pem_or_der<T>(
     text: &str,
     what: &str,
-    from_pem: &[&dyn Fn(&str) -> Option<T>],
-    from_der: &[&dyn Fn(&[u8]) -> Option<T>],
+    from_pem: PemDecoders<'_, T>,
+    from_der: DerDecoders<'_, T>,
 ) -> Result<T, CryptoError> {
     let text = text.trim();
     if text.starts_with("-----BEGIN") {
@@ -80,14 +86,12 @@ impl RsaSigner {
         let key = pem_or_der(
             text,
             what,
-            &[
-                &|t| RsaPrivateKey::from_pkcs8_pem(t).ok(),
-                &|t| RsaPrivateKey::from_pkcs1_pem(t).ok(),
-            ],
-            &[
-                &|d| RsaPrivateKey::from_pkcs8_der(d).ok(),
-                &|d| RsaPrivateKey::from_pkcs1_der(d).ok(),
-            ],
+            &[&|t| RsaPrivateKey::from_pkcs8_pem(t).ok(), &|t| {
+                RsaPrivateKey::from_pkcs1_pem(t).ok()
+            }],
+            &[&|d| RsaPrivateKey::from_pkcs8_der(d).ok(), &|d| {
+                RsaPrivateKey::from_pkcs1_der(d).ok()
+            }],
         )?;
         Ok(Self::from_private_key(key))
     }
@@ -137,14 +141,12 @@ impl RsaVerifier {
         let key = pem_or_der(
             text,
             what,
-            &[
-                &|t| RsaPublicKey::from_public_key_pem(t).ok(),
-                &|t| RsaPublicKey::from_pkcs1_pem(t).ok(),
-            ],
-            &[
-                &|d| RsaPublicKey::from_public_key_der(d).ok(),
-                &|d| RsaPublicKey::from_pkcs1_der(d).ok(),
-            ],
+            &[&|t| RsaPublicKey::from_public_key_pem(t).ok(), &|t| {
+                RsaPublicKey::from_pkcs1_pem(t).ok()
+            }],
+            &[&|d| RsaPublicKey::from_public_key_der(d).ok(), &|d| {
+                RsaPublicKey::from_pkcs1_der(d).ok()
+            }],
         )?;
         Ok(RsaVerifier {
             key: VerifyingKey::<Sha256>::new(key),
@@ -184,11 +186,11 @@ mod tests {
         ));
         // Loads back from PEM and from bare base64 DER.
         let again = RsaSigner::from_text(&pem, "test").unwrap();
-        assert_eq!(again.sign_base64(b"x").unwrap(), signer.sign_base64(b"x").unwrap());
-        let der_b64: String = pem
-            .lines()
-            .filter(|l| !l.starts_with("-----"))
-            .collect();
+        assert_eq!(
+            again.sign_base64(b"x").unwrap(),
+            signer.sign_base64(b"x").unwrap()
+        );
+        let der_b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
         RsaSigner::from_text(&der_b64, "test").unwrap();
         let public = RsaVerifier::from_text(&signer.public_pem(), "pub").unwrap();
         public.verify_base64(b"a=1&b=2", &sig).unwrap();
@@ -198,6 +200,12 @@ mod tests {
     #[test]
     fn rejects_garbage_keys() {
         assert!(RsaSigner::from_text("hello", "k").is_err());
-        assert!(RsaVerifier::from_text("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----", "k").is_err());
+        assert!(
+            RsaVerifier::from_text(
+                "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----",
+                "k"
+            )
+            .is_err()
+        );
     }
 }

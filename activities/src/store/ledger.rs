@@ -60,7 +60,10 @@ impl JournalEntry {
         }
         let mut sums: BTreeMap<Currency, i128> = BTreeMap::new();
         for p in &self.postings {
-            if p.debit_minor < 0 || p.credit_minor < 0 || (p.debit_minor == 0) == (p.credit_minor == 0) {
+            if p.debit_minor < 0
+                || p.credit_minor < 0
+                || (p.debit_minor == 0) == (p.credit_minor == 0)
+            {
                 return Err(StoreError::Invalid(format!(
                     "entry {}: each posting is one positive debit or credit",
                     self.entry_id
@@ -134,7 +137,10 @@ impl Store {
              FROM journal_entries e JOIN postings p ON p.entry_id = e.entry_id \
              WHERE e.order_id = ? ORDER BY e.created_at_ms, e.entry_id, p.seq",
         );
-        let rows = sqlx::query(&q).bind(order_id).fetch_all(self.pool()).await?;
+        let rows = sqlx::query(&q)
+            .bind(order_id)
+            .fetch_all(self.pool())
+            .await?;
         let mut out: Vec<JournalEntry> = Vec::new();
         for r in rows {
             let entry_id: String = r.try_get("entry_id")?;
@@ -183,7 +189,10 @@ impl Store {
              CAST(COALESCE(SUM(credit_minor), 0) AS BIGINT) AS c \
              FROM postings WHERE account_id = ?",
         );
-        let r = sqlx::query(&q).bind(account_id).fetch_one(self.pool()).await?;
+        let r = sqlx::query(&q)
+            .bind(account_id)
+            .fetch_one(self.pool())
+            .await?;
         Ok((r.try_get("d")?, r.try_get("c")?))
     }
 }

@@ -20,7 +20,8 @@ impl Store {
     /// Whether this channel notification was already delivered to its workflow (or recorded as
     /// unmatched).
     pub async fn notice_seen(&self, channel: &str, notify_id: &str) -> Result<bool, StoreError> {
-        let q = self.sql("SELECT 1 AS one FROM channel_notices WHERE channel = ? AND notify_id = ?");
+        let q =
+            self.sql("SELECT 1 AS one FROM channel_notices WHERE channel = ? AND notify_id = ?");
         Ok(sqlx::query(&q)
             .bind(channel)
             .bind(notify_id)

@@ -257,11 +257,17 @@ impl Store {
     }
 
     /// The states an order went through, oldest first.
-    pub async fn order_history(&self, order_id: &str) -> Result<Vec<(PayState, PayState)>, StoreError> {
+    pub async fn order_history(
+        &self,
+        order_id: &str,
+    ) -> Result<Vec<(PayState, PayState)>, StoreError> {
         let q = self.sql(
             "SELECT from_state, to_state FROM order_transitions WHERE order_id = ? ORDER BY id",
         );
-        let rows = sqlx::query(&q).bind(order_id).fetch_all(self.pool()).await?;
+        let rows = sqlx::query(&q)
+            .bind(order_id)
+            .fetch_all(self.pool())
+            .await?;
         rows.iter()
             .map(|r| {
                 let f: String = r.try_get("from_state")?;

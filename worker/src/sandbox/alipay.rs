@@ -71,7 +71,12 @@ impl SandboxHandle {
     }
 
     pub fn order(&self, out_trade_no: &str) -> Option<SandboxOrder> {
-        self.inner.orders.lock().expect("sandbox lock").get(out_trade_no).cloned()
+        self.inner
+            .orders
+            .lock()
+            .expect("sandbox lock")
+            .get(out_trade_no)
+            .cloned()
     }
 
     /// Marks the order paid now and starts notifying.
@@ -157,7 +162,11 @@ fn pay(inner: &Arc<Inner>, out_trade_no: &str) -> bool {
     bump(inner);
     tracing::info!(out_trade_no, "sandbox: customer paid");
     if let Some(url) = notify_url {
-        tokio::spawn(notify_until_acknowledged(inner.clone(), out_trade_no.to_string(), url));
+        tokio::spawn(notify_until_acknowledged(
+            inner.clone(),
+            out_trade_no.to_string(),
+            url,
+        ));
     }
     true
 }
@@ -168,7 +177,12 @@ async fn notify_until_acknowledged(inner: Arc<Inner>, out_trade_no: String, url:
     let notify_id = format!("{}{}", out_trade_no, rand::random::<u32>());
     let mut waits = inner.cfg.notify_retry.clone().into_iter();
     loop {
-        let Some(order) = inner.orders.lock().expect("sandbox lock").get(&out_trade_no).cloned()
+        let Some(order) = inner
+            .orders
+            .lock()
+            .expect("sandbox lock")
+            .get(&out_trade_no)
+            .cloned()
         else {
             return;
         };
@@ -193,7 +207,12 @@ async fn notify_until_acknowledged(inner: Arc<Inner>, out_trade_no: String, url:
             Ok(r) => r.text().await.map(|t| t == "success").unwrap_or(false),
             Err(_) => false,
         };
-        if let Some(o) = inner.orders.lock().expect("sandbox lock").get_mut(&out_trade_no) {
+        if let Some(o) = inner
+            .orders
+            .lock()
+            .expect("sandbox lock")
+            .get_mut(&out_trade_no)
+        {
             o.notifications_sent += 1;
             o.acknowledged |= acked;
         }
@@ -214,13 +233,21 @@ async fn gateway(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
         Err(_) => return (StatusCode::BAD_REQUEST, "bad form").into_response(),
     };
     let method = params.get("method").cloned().unwrap_or_default();
-    let fail = |code: &str, msg: &str, sub_code: &str, sub_msg: &str| {
-        json!({"code": code, "msg": msg, "sub_code": sub_code, "sub_msg": sub_msg})
-    };
+    let fail = |code: &str, msg: &str, sub_code: &str, sub_msg: &str| json!({"code": code, "msg": msg, "sub_code": sub_code, "sub_msg": sub_msg});
     let node = if params.get("app_id") != Some(&inner.cfg.app_id) {
-        fail("40002", "Invalid Arguments", "isv.invalid-app-id", "invalid app id")
+        fail(
+            "40002",
+            "Invalid Arguments",
+            "isv.invalid-app-id",
+            "invalid app id",
+        )
     } else if sign::verify_request(&params, &inner.cfg.app_public_key).is_err() {
-        fail("40002", "Invalid Arguments", "isv.invalid-signature", "invalid signature")
+        fail(
+            "40002",
+            "Invalid Arguments",
+            "isv.invalid-signature",
+            "invalid signature",
+        )
     } else {
         let biz: serde_json::Value = params
             .get("biz_content")
@@ -231,7 +258,12 @@ async fn gateway(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
             wire::PRECREATE => precreate(&inner, &params, &biz, &out_trade_no),
             wire::QUERY => query(&inner, &out_trade_no),
             wire::CLOSE => close(&inner, &out_trade_no),
-            _ => fail("40002", "Invalid Arguments", "isv.invalid-method", "unknown method"),
+            _ => fail(
+                "40002",
+                "Invalid Arguments",
+                "isv.invalid-method",
+                "unknown method",
+            ),
         }
     };
     match sign::sign_response(&method, &node, &inner.cfg.signer) {
@@ -296,7 +328,9 @@ fn precreate(
 fn query(inner: &Arc<Inner>, out_trade_no: &str) -> serde_json::Value {
     let orders = inner.orders.lock().expect("sandbox lock");
     match orders.get(out_trade_no) {
-        None => json!({"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_NOT_EXIST", "sub_msg": "trade does not exist"}),
+        None => {
+            json!({"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_NOT_EXIST", "sub_msg": "trade does not exist"})
+        }
         Some(o) => {
             let status = match o.status {
                 SandboxStatus::WaitBuyerPay => "WAIT_BUYER_PAY",
@@ -319,8 +353,12 @@ fn close(inner: &Arc<Inner>, out_trade_no: &str) -> serde_json::Value {
     let node = {
         let mut orders = inner.orders.lock().expect("sandbox lock");
         match orders.get_mut(out_trade_no) {
-            None => json!({"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_NOT_EXIST", "sub_msg": "trade does not exist"}),
-            Some(o) if o.status == SandboxStatus::Success => json!({"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_STATUS_ERROR", "sub_msg": "trade is paid"}),
+            None => {
+                json!({"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_NOT_EXIST", "sub_msg": "trade does not exist"})
+            }
+            Some(o) if o.status == SandboxStatus::Success => {
+                json!({"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_STATUS_ERROR", "sub_msg": "trade is paid"})
+            }
             Some(o) => {
                 o.status = SandboxStatus::Closed;
                 json!({"code": "10000", "msg": "Success", "trade_no": o.trade_no, "out_trade_no": o.out_trade_no})

@@ -68,7 +68,10 @@ pub fn transition(from: PayState, event: PayEvent) -> Result<PayState, IllegalTr
 }
 
 pub fn is_final(state: PayState) -> bool {
-    matches!(state, PayState::Failed | PayState::Closed | PayState::Refunded)
+    matches!(
+        state,
+        PayState::Failed | PayState::Closed | PayState::Refunded
+    )
 }
 
 #[cfg(test)]
@@ -82,7 +85,10 @@ mod tests {
         let s = transition(s, PayEvent::PaidConfirmed).unwrap();
         assert_eq!(s, PayState::Succeeded);
         let s = transition(s, PayEvent::PartlyRefunded).unwrap();
-        assert_eq!(transition(s, PayEvent::FullyRefunded).unwrap(), PayState::Refunded);
+        assert_eq!(
+            transition(s, PayEvent::FullyRefunded).unwrap(),
+            PayState::Refunded
+        );
     }
 
     #[test]

@@ -210,7 +210,9 @@ impl Channel for AlipayChannel {
         let paid_amount = match (state, r.total_amount.as_deref()) {
             (TradeState::Paid, Some(a)) => Some(parse_amount(a)?),
             (TradeState::Paid, None) => {
-                return Err(ChannelError::Untrusted("paid trade without total_amount".into()));
+                return Err(ChannelError::Untrusted(
+                    "paid trade without total_amount".into(),
+                ));
             }
             _ => None,
         };

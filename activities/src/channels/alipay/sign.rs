@@ -24,7 +24,9 @@ fn beijing() -> FixedOffset {
 
 pub fn format_time(ms: i64) -> String {
     let utc: DateTime<Utc> = DateTime::from_timestamp_millis(ms).unwrap_or_default();
-    utc.with_timezone(&beijing()).format(TIME_FORMAT).to_string()
+    utc.with_timezone(&beijing())
+        .format(TIME_FORMAT)
+        .to_string()
 }
 
 pub fn parse_time(text: &str) -> Option<i64> {
@@ -147,7 +149,10 @@ mod tests {
         p.insert("notify_url".to_string(), String::new());
         p.insert("sign".to_string(), "xyz".to_string());
         p.insert("sign_type".to_string(), "RSA2".to_string());
-        p.insert("biz_content".to_string(), r#"{"out_trade_no":"a&b=c"}"#.to_string());
+        p.insert(
+            "biz_content".to_string(),
+            r#"{"out_trade_no":"a&b=c"}"#.to_string(),
+        );
         assert_eq!(
             canonical(&p, &["sign"]),
             r#"app_id=2021&biz_content={"out_trade_no":"a&b=c"}&method=alipay.trade.query&sign_type=RSA2"#
@@ -170,7 +175,8 @@ mod tests {
     #[test]
     fn response_verification_uses_the_raw_node_text() {
         let (signer, _) = RsaSigner::generate().unwrap();
-        let node = serde_json::json!({"code": "10000", "msg": "Success", "qr_code": "https://qr/x"});
+        let node =
+            serde_json::json!({"code": "10000", "msg": "Success", "qr_code": "https://qr/x"});
         let body = sign_response("alipay.trade.precreate", &node, &signer).unwrap();
         let (raw, sign) = split_response(&body, "alipay.trade.precreate").unwrap();
         signer
@@ -180,7 +186,12 @@ mod tests {
         // Whitespace changes the raw text and must break the signature, as at Alipay.
         let spaced = body.replacen("\"code\":", "\"code\": ", 1);
         let (raw2, _) = split_response(&spaced, "alipay.trade.precreate").unwrap();
-        assert!(signer.verifier().verify_base64(raw2.as_bytes(), &sign.unwrap()).is_err());
+        assert!(
+            signer
+                .verifier()
+                .verify_base64(raw2.as_bytes(), &sign.unwrap())
+                .is_err()
+        );
     }
 
     #[test]
