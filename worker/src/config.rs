@@ -179,13 +179,55 @@ fn default_total_timeout() -> u64 {
 }
 
 /// Where a secret comes from. Never the secret itself.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "lowercase")]
+#[derive(Clone)]
 pub enum SecretRef {
     /// A file path (relative paths are relative to the config file).
     File(PathBuf),
     /// An environment variable name.
     Env(String),
+}
+
+/// The only accepted shapes are `{ file = "..." }` and `{ env = "..." }`. Anything else is
+/// refused without echoing it: an inline value is most likely the secret itself.
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SecretRef;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("{ file = \"path\" } or { env = \"VAR\" } (secrets are never inline)")
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<SecretRef, E> {
+                Err(E::custom(
+                    "an inline value is not accepted here; use { file = \"path\" } or { env = \"VAR\" }",
+                ))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<SecretRef, A::Error> {
+                let key: Option<String> = map.next_key()?;
+                let value: String = match key.as_deref() {
+                    Some("file") | Some("env") => map.next_value()?,
+                    _ => {
+                        return Err(serde::de::Error::custom(
+                            "expected exactly one of `file` or `env`",
+                        ));
+                    }
+                };
+                if map.next_key::<String>()?.is_some() {
+                    return Err(serde::de::Error::custom(
+                        "expected exactly one of `file` or `env`",
+                    ));
+                }
+                Ok(match key.as_deref() {
+                    Some("file") => SecretRef::File(PathBuf::from(value)),
+                    _ => SecretRef::Env(value),
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 impl std::fmt::Debug for SecretRef {
