@@ -167,6 +167,11 @@ impl Default for Timing {
 
 /// Starts the whole stack for one test, or `None` when its database is unavailable.
 pub async fn spawn_app(db: Db, timing: Timing) -> Option<Stack> {
+    spawn_app_with(db, timing, String::new()).await
+}
+
+/// Like [`spawn_app`], with extra TOML appended to the generated configuration.
+pub async fn spawn_app_with(db: Db, timing: Timing, extra_toml: String) -> Option<Stack> {
     let address = dev_server().await.to_string();
     let database_url = fresh_database(db).await?;
     let ns = NEXT_NAMESPACE.fetch_add(1, Ordering::SeqCst);
@@ -184,7 +189,7 @@ pub async fn spawn_app(db: Db, timing: Timing) -> Option<Stack> {
         notify_schedule_ms: timing.notify_schedule_ms,
         sandbox_notify_retry: vec![Duration::from_millis(300); 5],
         ingress_listen: "127.0.0.1:0".into(),
-        extra_toml: String::new(),
+        extra_toml,
     })
     .await
     .expect("start payflow stack");

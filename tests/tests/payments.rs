@@ -166,3 +166,27 @@ async fn unpaid_order_is_queried_actively() {
     assert!(app.sandbox.order(&prepay.order_id).is_some());
     app.shutdown().await.unwrap();
 }
+
+/// `telemetry.metrics_listen` serves the Temporal SDK's Prometheus metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_serves_worker_metrics() {
+    let port = payflow::devserver::free_port().unwrap();
+    let extra = format!("\n[telemetry]\nmetrics_listen = \"127.0.0.1:{port}\"\n");
+    let Some(app) = payflow_tests::spawn_app_with(Db::Sqlite, Timing::default(), extra).await
+    else {
+        return;
+    };
+    let req = request("o-metrics", "3.00");
+    app.payflow.pay(req.clone()).await.unwrap();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let body = eventually(DEADLINE, "workflow metrics", || async {
+        let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+        text.contains("temporal_workflow_task").then_some(text)
+    })
+    .await;
+    assert!(
+        body.contains("temporal_activity_execution") || body.contains("temporal_activity"),
+        "{body}"
+    );
+    app.shutdown().await.unwrap();
+}

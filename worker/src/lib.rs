@@ -6,7 +6,7 @@
 //! - `sandbox`: a local channel speaking the Alipay protocol;
 //! - `merchant_receiver`: a merchant endpoint that verifies callbacks (dev and tests);
 //! - `devserver`, `devkeys`, `stack`, `dev`: the all-in-one `payflow dev`;
-//! - `telemetry`: logging.
+//! - `telemetry`, `tracing_interceptor`: logging, with activity spans naming whose payment it is.
 
 pub mod config;
 pub mod dev;
@@ -18,3 +18,4 @@ pub mod sandbox;
 pub mod stack;
 pub mod startup;
 pub mod telemetry;
+pub mod tracing_interceptor;

@@ -194,12 +194,34 @@ impl App {
         Payflow::from_client(self.client.clone())
     }
 
+    /// The SDK runtime, exporting its metrics to Prometheus when `telemetry.metrics_listen`
+    /// is set.
+    fn runtime(&self) -> Result<Runtime, StartupError> {
+        let err = |e: String| StartupError::Worker(format!("telemetry: {e}"));
+        let mut telemetry = temporalio_common::telemetry::TelemetryOptions::builder().build();
+        if let Some(addr) = self.config.telemetry.metrics_listen {
+            let started = temporalio_common::telemetry::start_prometheus_metric_exporter(
+                temporalio_common::telemetry::PrometheusExporterOptions::builder()
+                    .socket_addr(addr)
+                    .build(),
+            )
+            .map_err(|e| err(e.to_string()))?;
+            tracing::info!(metrics = %started.bound_addr, "Prometheus metrics endpoint");
+            telemetry.metrics = Some(started.meter);
+        }
+        let options = temporalio_sdk::runtime::RuntimeOptions::builder()
+            .telemetry_options(telemetry)
+            .build()
+            .map_err(err)?;
+        Runtime::from_current_tokio(options).map_err(|e| err(e.to_string()))
+    }
+
     /// Runs workers and ingress until `shutdown` resolves, then stops both and waits for them.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), StartupError> {
-        let runtime = Runtime::from_current_tokio(Default::default())
-            .map_err(|e| StartupError::Worker(e.to_string()))?;
+        let runtime = self.runtime()?;
         let make = |queue: &str| -> Result<WorkerOptions, StartupError> {
-            let opts = WorkerOptions::new(queue);
+            let opts = WorkerOptions::new(queue)
+                .activity_inbound_interceptor(crate::tracing_interceptor::ActivitySpans);
             let built = if queue == task_queues::PAYMENTS {
                 opts.register_workflow::<Payment>()
                     .map_err(|e| StartupError::Worker(e.to_string()))?
