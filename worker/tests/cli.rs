@@ -74,3 +74,15 @@ fn check_config_accepts_the_dev_config_shape() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn the_compose_config_is_valid() {
+    let path = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/payflow.compose.toml"
+    ));
+    // Shape and values only: its secrets live on the production host.
+    let c = payflow::config::Config::load_with_env(path, std::iter::empty()).unwrap();
+    assert_eq!(c.telemetry.log_format, payflow::config::LogFormat::Json);
+    assert_eq!(c.channels.len(), 1);
+}
