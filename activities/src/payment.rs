@@ -13,7 +13,7 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use crate::accounting;
-use crate::channels::{ChannelError, CloseOutcome, PrecreateRequest, TradeQuery};
+use crate::channels::{Channel, ChannelError, CloseOutcome, PrecreateRequest, TradeQuery};
 use crate::services::{PaymentTiming, SharedServices};
 use crate::store::StoreError;
 use crate::store::orders::{NewOrder, Order, OrderPatch};
@@ -97,6 +97,21 @@ impl PaymentActivities {
             .map_err(store_err)?
             .ok_or_else(|| fatal(format!("order {order_id} not found")))
     }
+
+    /// The order and the channel it was routed to.
+    async fn order_and_channel(
+        &self,
+        order_id: &str,
+    ) -> Result<(Order, Arc<dyn Channel>), ActivityError> {
+        let order = self.order(order_id).await?;
+        let channel = self
+            .services
+            .channels
+            .get(&order.channel)
+            .cloned()
+            .ok_or_else(|| fatal(format!("channel {} not configured", order.channel)))?;
+        Ok((order, channel))
+    }
 }
 
 #[activities]
@@ -160,11 +175,7 @@ impl PaymentActivities {
         order_id: String,
     ) -> Result<PrepayOutcome, ActivityError> {
         let s = &self.services;
-        let order = self.order(&order_id).await?;
-        let channel = s
-            .channels
-            .get(&order.channel)
-            .ok_or_else(|| fatal(format!("channel {} not configured", order.channel)))?;
+        let (order, channel) = self.order_and_channel(&order_id).await?;
         let result = channel
             .precreate(&PrecreateRequest {
                 out_trade_no: order.order_id.clone(),
@@ -219,12 +230,7 @@ impl PaymentActivities {
         _ctx: ActivityContext,
         order_id: String,
     ) -> Result<TradeQuery, ActivityError> {
-        let order = self.order(&order_id).await?;
-        let channel = self
-            .services
-            .channels
-            .get(&order.channel)
-            .ok_or_else(|| fatal(format!("channel {} not configured", order.channel)))?;
+        let (order, channel) = self.order_and_channel(&order_id).await?;
         channel.query(&order.order_id).await.map_err(channel_err)
     }
 
@@ -235,12 +241,7 @@ impl PaymentActivities {
         _ctx: ActivityContext,
         order_id: String,
     ) -> Result<CloseOutcome, ActivityError> {
-        let order = self.order(&order_id).await?;
-        let channel = self
-            .services
-            .channels
-            .get(&order.channel)
-            .ok_or_else(|| fatal(format!("channel {} not configured", order.channel)))?;
+        let (order, channel) = self.order_and_channel(&order_id).await?;
         channel.close(&order.order_id).await.map_err(channel_err)
     }
 

@@ -134,14 +134,7 @@ impl Store {
     }
 
     pub async fn order(&self, order_id: &str) -> Result<Option<Order>, StoreError> {
-        let q = self.sql(&format!(
-            "SELECT {COLUMNS} FROM payment_orders WHERE order_id = ?"
-        ));
-        let row = sqlx::query(&q)
-            .bind(order_id)
-            .fetch_optional(self.pool())
-            .await?;
-        row.as_ref().map(order_from_row).transpose()
+        self.find_order("order_id = ?", &[order_id]).await
     }
 
     pub async fn order_by_merchant_no(
@@ -149,14 +142,22 @@ impl Store {
         merchant_id: &str,
         merchant_order_no: &str,
     ) -> Result<Option<Order>, StoreError> {
+        self.find_order(
+            "merchant_id = ? AND merchant_order_no = ?",
+            &[merchant_id, merchant_order_no],
+        )
+        .await
+    }
+
+    async fn find_order(&self, filter: &str, args: &[&str]) -> Result<Option<Order>, StoreError> {
         let q = self.sql(&format!(
-            "SELECT {COLUMNS} FROM payment_orders WHERE merchant_id = ? AND merchant_order_no = ?"
+            "SELECT {COLUMNS} FROM payment_orders WHERE {filter}"
         ));
-        let row = sqlx::query(&q)
-            .bind(merchant_id)
-            .bind(merchant_order_no)
-            .fetch_optional(self.pool())
-            .await?;
+        let mut query = sqlx::query(&q);
+        for a in args {
+            query = query.bind(a.to_string());
+        }
+        let row = query.fetch_optional(self.pool()).await?;
         row.as_ref().map(order_from_row).transpose()
     }
 
