@@ -143,7 +143,10 @@ impl Stack {
                     "sandbox key",
                 )
                 .map_err(key)?,
-                pay_after: o.pay_after,
+                knobs: sandbox::Knobs {
+                    pay_after: o.pay_after,
+                    ..Default::default()
+                },
                 notify_retry: o.sandbox_notify_retry.clone(),
             },
         )

@@ -24,10 +24,35 @@ pub struct SandboxConfig {
     pub app_public_key: RsaVerifier,
     /// The sandbox's own signing key (its public half is our `channel_public_key`).
     pub signer: RsaSigner,
-    /// The customer pays this long after precreate; `None`: only when told to.
-    pub pay_after: Option<Duration>,
+    /// Initial behaviour (see [`SandboxHandle::set_knobs`]).
+    pub knobs: Knobs,
     /// Waits between notification re-posts until acknowledged with `success`.
     pub notify_retry: Vec<Duration>,
+}
+
+/// How the sandbox notifies for a paid order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NotifyMode {
+    #[default]
+    Once,
+    /// Never posts a notification: only a query finds the payment.
+    Never,
+    /// Posts the same notification twice (same notify id), then a second one with a new id.
+    Twice,
+}
+
+/// Behaviour knobs for orders created from now on (each test has its own sandbox).
+#[derive(Debug, Clone, Default)]
+pub struct Knobs {
+    /// The customer pays this long after precreate; `None`: only when told to.
+    pub pay_after: Option<Duration>,
+    pub notify: NotifyMode,
+    /// The customer pays this amount instead of the order's (a decimal string).
+    pub paid_amount: Option<String>,
+    /// precreate answers with this business error `(sub_code, sub_msg)`.
+    pub decline_precreate: Option<(String, String)>,
+    /// The next this-many gateway calls answer HTTP 503.
+    pub server_errors: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +67,10 @@ pub struct SandboxOrder {
     pub out_trade_no: String,
     pub trade_no: String,
     pub total_amount: String,
+    /// What the customer paid (differs from `total_amount` only when a knob says so).
+    pub paid_amount: String,
     pub status: SandboxStatus,
+    pub notify_mode: NotifyMode,
     pub notify_url: Option<String>,
     /// Notification posts made and how many were acknowledged.
     pub notifications_sent: u32,
@@ -51,6 +79,9 @@ pub struct SandboxOrder {
 
 struct Inner {
     cfg: SandboxConfig,
+    knobs: Mutex<Knobs>,
+    /// Gateway calls answered, by method (what the channel "saw").
+    calls: Mutex<HashMap<String, u32>>,
     orders: Mutex<HashMap<String, SandboxOrder>>,
     /// Bumped on every change so observers can wait for a condition.
     changed: watch::Sender<u64>,
@@ -77,6 +108,22 @@ impl SandboxHandle {
             .expect("sandbox lock")
             .get(out_trade_no)
             .cloned()
+    }
+
+    /// Changes how orders created from now on behave.
+    pub fn set_knobs(&self, knobs: Knobs) {
+        *self.inner.knobs.lock().expect("sandbox lock") = knobs;
+    }
+
+    /// How many gateway calls of `method` (e.g. `alipay.trade.precreate`) were answered.
+    pub fn calls(&self, method: &str) -> u32 {
+        self.inner
+            .calls
+            .lock()
+            .expect("sandbox lock")
+            .get(method)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Marks the order paid now and starts notifying.
@@ -118,6 +165,8 @@ pub async fn spawn(listener: TcpListener, cfg: SandboxConfig) -> std::io::Result
     let addr = listener.local_addr()?;
     let (changed, _) = watch::channel(0);
     let inner = Arc::new(Inner {
+        knobs: Mutex::new(cfg.knobs.clone()),
+        calls: Mutex::new(HashMap::new()),
         cfg,
         orders: Mutex::new(HashMap::new()),
         changed,
@@ -148,7 +197,7 @@ async fn control_pay(State(inner): State<Arc<Inner>>, Path(no): Path<String>) ->
 }
 
 fn pay(inner: &Arc<Inner>, out_trade_no: &str) -> bool {
-    let notify_url = {
+    let (notify_url, mode) = {
         let mut orders = inner.orders.lock().expect("sandbox lock");
         let Some(o) = orders.get_mut(out_trade_no) else {
             return false;
@@ -157,15 +206,26 @@ fn pay(inner: &Arc<Inner>, out_trade_no: &str) -> bool {
             return o.status == SandboxStatus::Success;
         }
         o.status = SandboxStatus::Success;
-        o.notify_url.clone()
+        (o.notify_url.clone(), o.notify_mode)
     };
     bump(inner);
     tracing::info!(out_trade_no, "sandbox: customer paid");
-    if let Some(url) = notify_url {
+    let Some(url) = notify_url else {
+        return true;
+    };
+    let id = format!("{}{}", out_trade_no, rand::random::<u32>());
+    let ids = match mode {
+        NotifyMode::Never => vec![],
+        NotifyMode::Once => vec![id],
+        // The same notification twice, and another one under a second id.
+        NotifyMode::Twice => vec![id.clone(), id, format!("{out_trade_no}-again")],
+    };
+    for notify_id in ids {
         tokio::spawn(notify_until_acknowledged(
             inner.clone(),
             out_trade_no.to_string(),
-            url,
+            url.clone(),
+            notify_id,
         ));
     }
     true
@@ -173,8 +233,12 @@ fn pay(inner: &Arc<Inner>, out_trade_no: &str) -> bool {
 
 /// Posts the signed notification, re-posting on the retry schedule until the answer is
 /// exactly `success`.
-async fn notify_until_acknowledged(inner: Arc<Inner>, out_trade_no: String, url: String) {
-    let notify_id = format!("{}{}", out_trade_no, rand::random::<u32>());
+async fn notify_until_acknowledged(
+    inner: Arc<Inner>,
+    out_trade_no: String,
+    url: String,
+    notify_id: String,
+) {
     let mut waits = inner.cfg.notify_retry.clone().into_iter();
     loop {
         let Some(order) = inner
@@ -198,7 +262,7 @@ async fn notify_until_acknowledged(inner: Arc<Inner>, out_trade_no: String, url:
         p.insert("trade_no".to_string(), order.trade_no.clone());
         p.insert("out_trade_no".to_string(), out_trade_no.clone());
         p.insert("trade_status".to_string(), "TRADE_SUCCESS".to_string());
-        p.insert("total_amount".to_string(), order.total_amount.clone());
+        p.insert("total_amount".to_string(), order.paid_amount.clone());
         p.insert("gmt_payment".to_string(), sign::format_time(now));
         if sign::sign_notify(&mut p, &inner.cfg.signer).is_err() {
             return;
@@ -233,6 +297,19 @@ async fn gateway(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
         Err(_) => return (StatusCode::BAD_REQUEST, "bad form").into_response(),
     };
     let method = params.get("method").cloned().unwrap_or_default();
+    {
+        let mut knobs = inner.knobs.lock().expect("sandbox lock");
+        if knobs.server_errors > 0 {
+            knobs.server_errors -= 1;
+            return (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response();
+        }
+    }
+    *inner
+        .calls
+        .lock()
+        .expect("sandbox lock")
+        .entry(method.clone())
+        .or_default() += 1;
     let fail = |code: &str, msg: &str, sub_code: &str, sub_msg: &str| json!({"code": code, "msg": msg, "sub_code": sub_code, "sub_msg": sub_msg});
     let node = if params.get("app_id") != Some(&inner.cfg.app_id) {
         fail(
@@ -282,6 +359,10 @@ fn precreate(
     if out_trade_no.is_empty() || total.is_empty() {
         return json!({"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.INVALID_PARAMETER", "sub_msg": "missing out_trade_no or total_amount"});
     }
+    let knobs = inner.knobs.lock().expect("sandbox lock").clone();
+    if let Some((code, msg)) = &knobs.decline_precreate {
+        return json!({"code": "40004", "msg": "Business Failed", "sub_code": code, "sub_msg": msg});
+    }
     let created = {
         let mut orders = inner.orders.lock().expect("sandbox lock");
         if let Some(existing) = orders.get(out_trade_no) {
@@ -298,8 +379,10 @@ fn precreate(
                 SandboxOrder {
                     out_trade_no: out_trade_no.to_string(),
                     trade_no: format!("2026{:012}", *n),
+                    paid_amount: knobs.paid_amount.clone().unwrap_or_else(|| total.clone()),
                     total_amount: total,
                     status: SandboxStatus::WaitBuyerPay,
+                    notify_mode: knobs.notify,
                     notify_url: params.get("notify_url").cloned(),
                     notifications_sent: 0,
                     acknowledged: false,
@@ -309,7 +392,7 @@ fn precreate(
         }
     };
     bump(inner);
-    if created && let Some(delay) = inner.cfg.pay_after {
+    if created && let Some(delay) = knobs.pay_after {
         let inner = inner.clone();
         let no = out_trade_no.to_string();
         tokio::spawn(async move {
@@ -343,7 +426,7 @@ fn query(inner: &Arc<Inner>, out_trade_no: &str) -> serde_json::Value {
                 "trade_no": o.trade_no,
                 "out_trade_no": o.out_trade_no,
                 "trade_status": status,
-                "total_amount": o.total_amount,
+                "total_amount": if o.status == SandboxStatus::Success { &o.paid_amount } else { &o.total_amount },
             })
         }
     }

@@ -8,4 +8,4 @@
 
 pub mod alipay;
 
-pub use alipay::{SandboxConfig, SandboxHandle, SandboxOrder, spawn};
+pub use alipay::{Knobs, NotifyMode, SandboxConfig, SandboxHandle, SandboxOrder, spawn};

@@ -1,0 +1,235 @@
+//! The payment's exception paths, each driven by a sandbox knob.
+
+use std::time::Duration;
+
+use payflow::sandbox::{Knobs, NotifyMode};
+use payflow::stack;
+use payflow_client::{
+    Currency, MerchantId, Money, OrderNo, PayState, PayflowError, PaymentRequest, PaymentStatus,
+    ProductId,
+};
+use payflow_tests::{Db, Timing, eventually, spawn_app};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn request(order_no: &str, amount: &str) -> PaymentRequest {
+    PaymentRequest {
+        merchant_id: MerchantId::parse(stack::MERCHANT).unwrap(),
+        merchant_order_no: OrderNo::parse(order_no).unwrap(),
+        amount: Money::parse(amount, Currency::Cny).unwrap(),
+        product_id: ProductId::parse(stack::PRODUCT).unwrap(),
+        subject: "exceptions".into(),
+        notify_url: None,
+        expires_in_secs: None,
+    }
+}
+
+async fn settled(app: &stack::Stack, req: &PaymentRequest) -> PaymentStatus {
+    eventually(DEADLINE, "payment to leave Pending", || async {
+        let s = app
+            .payflow
+            .payment(&req.merchant_id, &req.merchant_order_no)
+            .await
+            .ok()?;
+        (s.state != PayState::Pending && s.state != PayState::Created).then_some(s)
+    })
+    .await
+}
+
+fn knobs(k: Knobs) -> Knobs {
+    Knobs {
+        pay_after: Some(Duration::from_millis(200)),
+        ..k
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paid_without_notification_is_found_by_active_query() {
+    let timing = Timing {
+        query_schedule_ms: vec![400],
+        ..Timing::default()
+    };
+    let Some(app) = spawn_app(Db::Sqlite, timing).await else {
+        return;
+    };
+    app.sandbox.set_knobs(knobs(Knobs {
+        notify: NotifyMode::Never,
+        ..Knobs::default()
+    }));
+    let req = request("o-silent", "7.00");
+    let prepay = app.payflow.pay(req.clone()).await.unwrap();
+    let s = settled(&app, &req).await;
+    assert_eq!(s.state, PayState::Succeeded);
+    assert_eq!(s.notices_received, 0, "the channel never notified");
+    assert_eq!(
+        app.sandbox
+            .order(&prepay.order_id)
+            .unwrap()
+            .notifications_sent,
+        0
+    );
+    assert_eq!(
+        app.store
+            .entries_for_order(&prepay.order_id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    app.merchant
+        .wait_for(DEADLINE, |got| got.iter().any(|c| c.answered == 200))
+        .await
+        .expect("merchant told");
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_notifications_change_the_order_once() {
+    let Some(app) = spawn_app(Db::Sqlite, Timing::default()).await else {
+        return;
+    };
+    app.sandbox.set_knobs(knobs(Knobs {
+        notify: NotifyMode::Twice,
+        ..Knobs::default()
+    }));
+    let req = request("o-twice", "8.00");
+    let prepay = app.payflow.pay(req.clone()).await.unwrap();
+    let s = settled(&app, &req).await;
+    assert_eq!(s.state, PayState::Succeeded);
+    // Every post was acknowledged (the replay with the ingress's ack, not a second signal).
+    app.sandbox
+        .wait_for(&prepay.order_id, DEADLINE, |o| o.notifications_sent >= 3)
+        .await
+        .expect("all notifications posted");
+    let history = app.store.order_history(&prepay.order_id).await.unwrap();
+    assert_eq!(
+        history,
+        vec![
+            (PayState::Created, PayState::Pending),
+            (PayState::Pending, PayState::Succeeded)
+        ]
+    );
+    assert_eq!(
+        app.store
+            .entries_for_order(&prepay.order_id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let got = app
+        .merchant
+        .wait_for(DEADLINE, |got| got.iter().any(|c| c.answered == 200))
+        .await
+        .unwrap();
+    assert_eq!(
+        got.iter().filter(|c| c.answered == 200).count(),
+        1,
+        "one merchant event"
+    );
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_different_paid_amount_is_an_exception_without_ledger() {
+    let Some(app) = spawn_app(Db::Postgres, Timing::default()).await else {
+        return;
+    };
+    app.sandbox.set_knobs(knobs(Knobs {
+        paid_amount: Some("1.00".into()),
+        ..Knobs::default()
+    }));
+    let req = request("o-mismatch", "12.34");
+    let prepay = app.payflow.pay(req.clone()).await.unwrap();
+    let s = settled(&app, &req).await;
+    assert_eq!(s.state, PayState::Exception);
+    let order = app.store.order(&prepay.order_id).await.unwrap().unwrap();
+    assert_eq!(order.state, PayState::Exception);
+    assert_eq!(order.failure.unwrap().code, "payflow.AMOUNT_MISMATCH");
+    assert!(
+        app.store
+            .entries_for_order(&prepay.order_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_5xx_on_prepay_is_retried() {
+    let Some(app) = spawn_app(Db::Sqlite, Timing::default()).await else {
+        return;
+    };
+    app.sandbox.set_knobs(knobs(Knobs {
+        server_errors: 2,
+        ..Knobs::default()
+    }));
+    let req = request("o-5xx", "2.00");
+    let prepay = app
+        .payflow
+        .pay(req.clone())
+        .await
+        .expect("prepay after retries");
+    assert!(!prepay.qr_code.is_empty());
+    assert_eq!(
+        app.sandbox.calls("alipay.trade.precreate"),
+        1,
+        "answered once, after two 503s"
+    );
+    assert_eq!(settled(&app, &req).await.state, PayState::Succeeded);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_definite_channel_error_fails_with_the_channel_code() {
+    let Some(app) = spawn_app(Db::Sqlite, Timing::default()).await else {
+        return;
+    };
+    app.sandbox.set_knobs(Knobs {
+        decline_precreate: Some(("ACQ.ACCESS_FORBIDDEN".into(), "no permission".into())),
+        ..Knobs::default()
+    });
+    let req = request("o-declined", "2.00");
+    let err = app.payflow.pay(req.clone()).await.unwrap_err();
+    assert!(
+        matches!(&err, PayflowError::Rejected(m) if m.contains("ACQ.ACCESS_FORBIDDEN")),
+        "{err:?}"
+    );
+    let s = settled(&app, &req).await;
+    assert_eq!(s.state, PayState::Failed);
+    assert_eq!(s.failure.unwrap().code, "ACQ.ACCESS_FORBIDDEN");
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_pays_make_one_payment() {
+    let Some(app) = spawn_app(Db::Postgres, Timing::default()).await else {
+        return;
+    };
+    app.sandbox.set_knobs(Knobs::default());
+    let req = request("o-crowd", "9.99");
+    let calls = (0..100).map(|_| {
+        let payflow = app.payflow.clone();
+        let req = req.clone();
+        tokio::spawn(async move { payflow.pay(req).await })
+    });
+    let results = futures::future::join_all(calls).await;
+    let prepays: Vec<_> = results
+        .into_iter()
+        .map(|r| r.unwrap().expect("every caller gets the payment"))
+        .collect();
+    assert!(
+        prepays.iter().all(|p| *p == prepays[0]),
+        "one payment for all callers"
+    );
+    assert_eq!(app.sandbox.calls("alipay.trade.precreate"), 1);
+    let order = app
+        .store
+        .order_by_merchant_no(stack::MERCHANT, "o-crowd")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(order.order_id, prepays[0].order_id);
+    app.shutdown().await.unwrap();
+}

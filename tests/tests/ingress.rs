@@ -1,0 +1,187 @@
+//! The channel notification ingress refuses forged, tampered, stale and replayed
+//! notifications, and records the ones for unknown orders.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use payflow::devkeys::DevKeys;
+use payflow::sandbox::{Knobs, NotifyMode};
+use payflow::stack;
+use payflow_activities::channels::alipay::sign;
+use payflow_activities::crypto::rsa_keys::RsaSigner;
+use payflow_client::{Currency, MerchantId, Money, OrderNo, PaymentRequest, ProductId};
+use payflow_tests::{Db, Timing, eventually, keys, spawn_app};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn notification(
+    out_trade_no: &str,
+    notify_id: &str,
+    amount: &str,
+    at_ms: i64,
+) -> BTreeMap<String, String> {
+    let mut p = BTreeMap::new();
+    for (k, v) in [
+        ("notify_time", sign::format_time(at_ms)),
+        ("notify_type", "trade_status_sync".into()),
+        ("notify_id", notify_id.into()),
+        ("app_id", stack::APP_ID.into()),
+        ("charset", "utf-8".into()),
+        ("version", "1.0".into()),
+        ("sign_type", "RSA2".into()),
+        ("trade_no", "2026999".into()),
+        ("out_trade_no", out_trade_no.into()),
+        ("trade_status", "TRADE_SUCCESS".into()),
+        ("total_amount", amount.into()),
+    ] {
+        p.insert(k.to_string(), v);
+    }
+    p
+}
+
+fn channel_key() -> RsaSigner {
+    RsaSigner::from_text(&keys().read(DevKeys::SANDBOX_PRIVATE).unwrap(), "sandbox").unwrap()
+}
+
+async fn post(app: &stack::Stack, form: &BTreeMap<String, String>) -> (u16, String) {
+    let url = format!(
+        "http://{}/channels/{}/notify",
+        app.ingress_addr,
+        stack::CHANNEL
+    );
+    let resp = reqwest::Client::new()
+        .post(url)
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_forged_tampered_stale_and_acknowledges_replays_once() {
+    let Some(app) = spawn_app(
+        Db::Sqlite,
+        Timing {
+            pay_after: None,
+            ..Timing::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    app.sandbox.set_knobs(Knobs {
+        pay_after: None,
+        notify: NotifyMode::Never,
+        ..Knobs::default()
+    });
+    let req = PaymentRequest {
+        merchant_id: MerchantId::parse(stack::MERCHANT).unwrap(),
+        merchant_order_no: OrderNo::parse("o-ingress").unwrap(),
+        amount: Money::parse("5.00", Currency::Cny).unwrap(),
+        product_id: ProductId::parse(stack::PRODUCT).unwrap(),
+        subject: "ingress".into(),
+        notify_url: None,
+        expires_in_secs: None,
+    };
+    let prepay = app.payflow.pay(req.clone()).await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+
+    // Forged: signed with a key that is not the channel's.
+    let (forger, _) = RsaSigner::generate().unwrap();
+    let mut forged = notification(&prepay.order_id, "n-forged", "5.00", now);
+    sign::sign_notify(&mut forged, &forger).unwrap();
+    assert_eq!(post(&app, &forged).await.0, 401);
+
+    // Tampered: a correctly signed notification with the amount changed afterwards.
+    let mut tampered = notification(&prepay.order_id, "n-tampered", "5.00", now);
+    sign::sign_notify(&mut tampered, &channel_key()).unwrap();
+    tampered.insert("total_amount".into(), "0.01".into());
+    assert_eq!(post(&app, &tampered).await.0, 401);
+
+    // Stale: genuine signature, notify_time two hours ago.
+    let mut stale = notification(&prepay.order_id, "n-stale", "5.00", now - 2 * 3600 * 1000);
+    sign::sign_notify(&mut stale, &channel_key()).unwrap();
+    assert_eq!(post(&app, &stale).await.0, 400);
+
+    // Not a form at all.
+    let url = format!(
+        "http://{}/channels/{}/notify",
+        app.ingress_addr,
+        stack::CHANNEL
+    );
+    let garbage = reqwest::Client::new()
+        .post(&url)
+        .body(vec![0xff, 0xfe])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbage.status().as_u16(), 401, "no signature: refused");
+    // Larger than the body limit.
+    let huge = reqwest::Client::new()
+        .post(&url)
+        .body(vec![b'a'; 70_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status().as_u16(), 413);
+
+    let status = app
+        .payflow
+        .payment(&req.merchant_id, &req.merchant_order_no)
+        .await
+        .unwrap();
+    assert_eq!(
+        status.notices_received, 0,
+        "nothing refused reached the workflow"
+    );
+
+    // Genuine, then replayed: both acknowledged, the workflow hears it once.
+    let mut genuine = notification(&prepay.order_id, "n-genuine", "5.00", now);
+    sign::sign_notify(&mut genuine, &channel_key()).unwrap();
+    assert_eq!(post(&app, &genuine).await, (200, "success".to_string()));
+    assert_eq!(post(&app, &genuine).await, (200, "success".to_string()));
+    assert!(
+        app.store
+            .notice_seen(stack::CHANNEL, "n-genuine")
+            .await
+            .unwrap()
+    );
+    let status = eventually(DEADLINE, "the notice to reach the workflow", || async {
+        let s = app
+            .payflow
+            .payment(&req.merchant_id, &req.merchant_order_no)
+            .await
+            .ok()?;
+        (s.notices_received >= 1 && s.queries_made >= 1).then_some(s)
+    })
+    .await;
+    assert_eq!(status.notices_received, 1);
+    // The channel says the trade is unpaid, so the untrusted notice moved no money.
+    assert_eq!(status.state, payflow_client::PayState::Pending);
+    assert!(
+        app.store
+            .entries_for_order(&prepay.order_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_for_an_unknown_order_is_recorded_not_dropped() {
+    let Some(app) = spawn_app(Db::Sqlite, Timing::default()).await else {
+        return;
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut n = notification("no-such-order", "n-unknown", "1.00", now);
+    sign::sign_notify(&mut n, &channel_key()).unwrap();
+    assert_eq!(post(&app, &n).await, (200, "success".to_string()));
+    let unmatched = app.store.unmatched_notices().await.unwrap();
+    assert_eq!(unmatched.len(), 1);
+    assert_eq!(unmatched[0].out_trade_no, "no-such-order");
+    assert_eq!(unmatched[0].workflow_id, None);
+    app.shutdown().await.unwrap();
+}
