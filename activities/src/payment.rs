@@ -23,7 +23,8 @@ pub struct OpenPayment {
     /// payflow's order id (deterministic, drawn by the workflow).
     pub order_id: String,
     pub request: PaymentRequest,
-    pub expires_at_ms: i64,
+    /// Workflow time of the request (unix ms); expiry counts from here.
+    pub requested_at_ms: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -153,7 +154,8 @@ impl PaymentActivities {
                 product_id: req.product_id.to_string(),
                 channel: product.channel.clone(),
                 subject: req.subject.clone(),
-                expires_at_ms: input.expires_at_ms,
+                expires_at_ms: input.requested_at_ms
+                    + s.payment_timing.scaled_expiry_ms(req.expires_in_secs()),
             })
             .await;
         match order {

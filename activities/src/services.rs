@@ -15,6 +15,15 @@ pub struct PaymentTiming {
     /// Delays between active channel queries while waiting for payment, in milliseconds; the
     /// last one repeats until expiry.
     pub query_schedule_ms: Vec<u64>,
+    /// Percent of the requested expiry actually applied: 100 in production, less in tests so
+    /// a 60 s minimum expiry passes in well under a second.
+    pub expiry_scale_percent: u32,
+}
+
+impl PaymentTiming {
+    pub fn scaled_expiry_ms(&self, expires_in_secs: u64) -> i64 {
+        (expires_in_secs as i64) * 10 * i64::from(self.expiry_scale_percent)
+    }
 }
 
 impl Default for PaymentTiming {
@@ -22,6 +31,7 @@ impl Default for PaymentTiming {
         // 10s, 30s, 1m, 2m, 5m, then every 5m until expiry.
         PaymentTiming {
             query_schedule_ms: vec![10_000, 30_000, 60_000, 120_000, 300_000],
+            expiry_scale_percent: 100,
         }
     }
 }

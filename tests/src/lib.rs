@@ -152,6 +152,7 @@ pub async fn fresh_database(db: Db) -> Option<String> {
 pub struct Timing {
     pub pay_after: Option<Duration>,
     pub query_schedule_ms: Vec<u64>,
+    pub expiry_scale_percent: u32,
     pub notify_schedule_ms: Vec<u64>,
 }
 
@@ -160,6 +161,7 @@ impl Default for Timing {
         Timing {
             pay_after: Some(Duration::from_millis(300)),
             query_schedule_ms: vec![2_000],
+            expiry_scale_percent: 100,
             notify_schedule_ms: vec![200, 200, 400],
         }
     }
@@ -186,6 +188,7 @@ pub async fn spawn_app_with(db: Db, timing: Timing, extra_toml: String) -> Optio
         keys: keys(),
         pay_after: timing.pay_after,
         query_schedule_ms: timing.query_schedule_ms,
+        expiry_scale_percent: timing.expiry_scale_percent,
         notify_schedule_ms: timing.notify_schedule_ms,
         sandbox_notify_retry: vec![Duration::from_millis(300); 5],
         ingress_listen: "127.0.0.1:0".into(),

@@ -190,3 +190,55 @@ async fn metrics_endpoint_serves_worker_metrics() {
     );
     app.shutdown().await.unwrap();
 }
+
+/// With no customer payment, the order is closed at the channel at expiry, `Closed` in the
+/// store, no money moves, and the merchant is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpaid_order_closes_at_expiry() {
+    let timing = Timing {
+        pay_after: None,
+        query_schedule_ms: vec![200],
+        // 1 % of the 60 s minimum expiry: 600 ms.
+        expiry_scale_percent: 1,
+        ..Timing::default()
+    };
+    let Some(app) = spawn_app(Db::Postgres, timing).await else {
+        return;
+    };
+    let mut req = request("o-expire", "5.00");
+    req.expires_in_secs = Some(60);
+    let prepay = app.payflow.pay(req.clone()).await.unwrap();
+    let status = eventually(DEADLINE, "payment Closed", || async {
+        let s = app
+            .payflow
+            .payment(&req.merchant_id, &req.merchant_order_no)
+            .await
+            .ok()?;
+        (s.state == PayState::Closed).then_some(s)
+    })
+    .await;
+    assert!(status.closed_at_ms.is_some());
+    let at_channel = app.sandbox.order(&prepay.order_id).unwrap();
+    assert_eq!(
+        at_channel.status,
+        payflow::sandbox::alipay::SandboxStatus::Closed
+    );
+    let order = app.store.order(&prepay.order_id).await.unwrap().unwrap();
+    assert_eq!(order.state, PayState::Closed);
+    assert!(
+        app.store
+            .entries_for_order(&prepay.order_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let got = app
+        .merchant
+        .wait_for(DEADLINE, |got| got.iter().any(|c| c.answered == 200))
+        .await
+        .expect("merchant told");
+    assert_eq!(got[0].body["type"], "payment.closed");
+    // The customer cannot pay a closed trade.
+    assert!(!app.sandbox.pay(&prepay.order_id));
+    app.shutdown().await.unwrap();
+}

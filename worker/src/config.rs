@@ -127,14 +127,23 @@ pub struct PaymentConfig {
     /// Waits between active channel queries (ms); the last repeats until expiry.
     #[serde(default = "default_query_schedule")]
     pub query_schedule_ms: Vec<u64>,
+    /// Percent of a payment's requested expiry that applies (1..=100); below 100 only in
+    /// tests and demos.
+    #[serde(default = "default_expiry_scale")]
+    pub expiry_scale_percent: u32,
 }
 
 impl Default for PaymentConfig {
     fn default() -> Self {
         PaymentConfig {
             query_schedule_ms: default_query_schedule(),
+            expiry_scale_percent: default_expiry_scale(),
         }
     }
+}
+
+fn default_expiry_scale() -> u32 {
+    100
 }
 
 fn default_query_schedule() -> Vec<u64> {
@@ -397,6 +406,9 @@ impl Config {
                 "payment.query_schedule_ms",
                 "must be non-empty, each > 0",
             ));
+        }
+        if !(1..=100).contains(&self.payment.expiry_scale_percent) {
+            return Err(key_err("payment.expiry_scale_percent", "must be 1 to 100"));
         }
         if self.notify.retry_schedule_ms.contains(&0) {
             return Err(key_err("notify.retry_schedule_ms", "each wait must be > 0"));

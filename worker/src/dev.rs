@@ -54,6 +54,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         keys: &keys,
         pay_after: Some(Duration::from_millis(800)),
         query_schedule_ms: config.payment.query_schedule_ms.clone(),
+        expiry_scale_percent: config.payment.expiry_scale_percent,
         notify_schedule_ms: config.notify.retry_schedule_ms.clone(),
         sandbox_notify_retry: vec![
             Duration::from_secs(2),

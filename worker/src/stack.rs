@@ -32,6 +32,7 @@ pub struct StackOptions<'a> {
     /// Sandbox: the customer pays this long after precreate (`None`: only on demand).
     pub pay_after: Option<Duration>,
     pub query_schedule_ms: Vec<u64>,
+    pub expiry_scale_percent: u32,
     pub notify_schedule_ms: Vec<u64>,
     pub sandbox_notify_retry: Vec<Duration>,
     /// `127.0.0.1:0` for a free port.
@@ -86,6 +87,7 @@ public_url = "{ingress_public}"
 
 [payment]
 query_schedule_ms = [{query}]
+expiry_scale_percent = {expiry_scale}
 
 [notify]
 retry_schedule_ms = [{notify}]
@@ -117,6 +119,7 @@ channel = "{CHANNEL}"
         db = o.database_url,
         listen = o.ingress_listen,
         query = list(&o.query_schedule_ms),
+        expiry_scale = o.expiry_scale_percent,
         notify = list(&o.notify_schedule_ms),
         app_private = k(DevKeys::APP_PRIVATE),
         sandbox_public = k(DevKeys::SANDBOX_PUBLIC),

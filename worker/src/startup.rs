@@ -138,6 +138,7 @@ pub async fn build_services(config: &Config) -> Result<Services, StartupError> {
         ingress_base_url: config.ingress.public_url.clone(),
         payment_timing: PaymentTiming {
             query_schedule_ms: config.payment.query_schedule_ms.clone(),
+            expiry_scale_percent: config.payment.expiry_scale_percent,
         },
         notify_schedule_ms: config.notify.retry_schedule_ms.clone(),
     })

@@ -88,14 +88,14 @@ impl Payment {
 
         // 1. Validate and create the order.
         let order_id = ctx.uuid4().replace('-', "");
-        let expires_at_ms = now_ms(ctx.workflow_time()) + (request.expires_in_secs() as i64) * 1000;
+        let requested_at_ms = now_ms(ctx.workflow_time());
         let opened = ctx
             .execute_activity(
                 PaymentActivities::open_payment,
                 OpenPayment {
                     order_id,
                     request: request.clone(),
-                    expires_at_ms,
+                    requested_at_ms,
                 },
                 side_effect(format!("open order {}", request.merchant_order_no)),
             )
