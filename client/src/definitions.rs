@@ -21,6 +21,8 @@ pub mod names {
     pub const CHANNEL_NOTIFIED: &str = "channel_notified";
     /// Update used by `pay` for the early return of the prepay credential.
     pub const PREPAY: &str = "prepay";
+    /// Update: the merchant closes an unpaid payment.
+    pub const CLOSE: &str = "close";
     /// Query answered by every payflow workflow.
     pub const STATUS: &str = "status";
 
@@ -108,6 +110,10 @@ message_def!(
     /// Waits until the channel's prepay credential is known and returns it. Carries the
     /// caller's request so a repeated order no with different terms is refused as a conflict.
     update PrepayUpdate, PaymentWorkflow, names::PREPAY, PaymentRequest, Prepay
+);
+message_def!(
+    /// Closes an unpaid payment; answers the final state.
+    update ClosePayment, PaymentWorkflow, names::CLOSE, (), crate::payment::PayState
 );
 message_def!(
     query PaymentStatusQuery, PaymentWorkflow, names::STATUS, (), PaymentStatus

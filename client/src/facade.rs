@@ -6,18 +6,18 @@ use temporalio_client::errors::{
     WorkflowQueryError, WorkflowStartError, WorkflowUpdateError, WorkflowUpdateWithStartError,
 };
 use temporalio_client::{
-    Client, ClientOptions, Connection, ConnectionOptions, WorkflowIdConflictPolicy,
-    WorkflowIdReusePolicy, WorkflowQueryOptions, WorkflowStartOptions,
+    Client, ClientOptions, Connection, ConnectionOptions, WorkflowExecuteUpdateOptions,
+    WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions, WorkflowStartOptions,
     WorkflowUpdateWithStartOptions,
 };
 
 use crate::definitions::{
-    NotificationStatusQuery, NotificationWorkflow, PaymentStatusQuery, PaymentWorkflow,
-    PrepayUpdate, task_queues,
+    ClosePayment, NotificationStatusQuery, NotificationWorkflow, PaymentStatusQuery,
+    PaymentWorkflow, PrepayUpdate, task_queues,
 };
 use crate::ids::{EventId, MerchantId, OrderNo, notification_workflow_id, payment_workflow_id};
 use crate::notification::{NotificationRequest, NotificationStatus, Priority};
-use crate::payment::{PaymentRequest, PaymentStatus, Prepay, RequestError};
+use crate::payment::{PayState, PaymentRequest, PaymentStatus, Prepay, RequestError};
 
 /// Errors a service can act on. Server-side details are kept as text, never secrets.
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +148,21 @@ impl Payflow {
             .query(PaymentStatusQuery, (), WorkflowQueryOptions::default())
             .await
             .map_err(|e| query_error(&id, e))
+    }
+
+    /// Closes an unpaid payment (merchant-initiated). Returns the final state: `Closed`, or
+    /// `Succeeded` if the customer paid before the channel closed the trade.
+    pub async fn close_payment(
+        &self,
+        merchant: &MerchantId,
+        order_no: &OrderNo,
+    ) -> Result<PayState, PayflowError> {
+        let id = payment_workflow_id(merchant, order_no);
+        self.client
+            .get_workflow_handle::<PaymentWorkflow>(id.clone())
+            .execute_update(ClosePayment, (), WorkflowExecuteUpdateOptions::default())
+            .await
+            .map_err(update_error)
     }
 
     /// Asks payflow to deliver an event to a merchant's notify URL (idempotent by event id).

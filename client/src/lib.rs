@@ -24,3 +24,8 @@ pub use notification::{
 pub use payment::{
     ChannelFailure, ChannelNotice, PayState, PaymentRequest, PaymentStatus, Prepay, RequestError,
 };
+
+/// The README's examples, compiled as doc tests so they cannot drift from the API.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -242,3 +242,36 @@ async fn unpaid_order_closes_at_expiry() {
     assert!(!app.sandbox.pay(&prepay.order_id));
     app.shutdown().await.unwrap();
 }
+
+/// The merchant closes an unpaid payment; closing it again is refused clearly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merchant_closes_an_unpaid_payment() {
+    let timing = Timing {
+        pay_after: None,
+        ..Timing::default()
+    };
+    let Some(app) = spawn_app(Db::Sqlite, timing).await else {
+        return;
+    };
+    let req = request("o-close", "4.00");
+    let prepay = app.payflow.pay(req.clone()).await.unwrap();
+    let state = app
+        .payflow
+        .close_payment(&req.merchant_id, &req.merchant_order_no)
+        .await
+        .unwrap();
+    assert_eq!(state, PayState::Closed);
+    assert_eq!(
+        app.sandbox.order(&prepay.order_id).unwrap().status,
+        payflow::sandbox::alipay::SandboxStatus::Closed
+    );
+    let again = app
+        .payflow
+        .close_payment(&req.merchant_id, &req.merchant_order_no)
+        .await;
+    assert!(
+        again.is_err(),
+        "a closed payment cannot be closed again: {again:?}"
+    );
+    app.shutdown().await.unwrap();
+}

@@ -38,6 +38,8 @@ pub struct Payment {
     status: PaymentStatus,
     /// Why the request was refused before anything was created.
     rejection: Option<String>,
+    /// The merchant asked to close the unpaid order.
+    close_requested: bool,
     /// Notify ids already counted, so duplicates change nothing.
     seen_notify_ids: BTreeSet<String>,
 }
@@ -68,6 +70,7 @@ impl Payment {
             request,
             status,
             rejection: None,
+            close_requested: false,
             seen_notify_ids: BTreeSet::new(),
         }
     }
@@ -153,10 +156,15 @@ impl Payment {
                 .unwrap_or(300_000);
             let wait = Duration::from_millis(step.min(remaining as u64).max(1));
             let counted = ctx.state(|s| s.status.notices_received);
-            temporalio_sdk::workflows::select! {
-                _ = ctx.timer(wait) => { next_query += 1; }
-                _ = ctx.wait_condition(move |s: &Self| s.status.notices_received > counted) => {}
+            let closing = temporalio_sdk::workflows::select! {
+                _ = ctx.wait_condition(|s: &Self| s.close_requested) => true,
+                _ = ctx.timer(wait) => { next_query += 1; false }
+                _ = ctx.wait_condition(move |s: &Self| s.status.notices_received > counted) => false,
             };
+            if closing {
+                // Merchant close: the close path below still checks whether it was paid.
+                break None;
+            }
             let q = Self::query(ctx, &order).await?;
             match q.state {
                 TradeState::Paid => break Some(q),
@@ -169,7 +177,7 @@ impl Payment {
         // 4. Settle, or close.
         let paid = match paid {
             Some(q) => Some(q),
-            None => match Self::close(ctx, &order).await? {
+            None => match Self::close_at_channel(ctx, &order).await? {
                 CloseOutcome::AlreadyPaid => {
                     let q = Self::query(ctx, &order).await?;
                     (q.state == TradeState::Paid).then_some(q)
@@ -233,6 +241,27 @@ impl Payment {
         Ok(())
     }
 
+    #[update_validator(close)]
+    fn validate_close(&self, _ctx: &WorkflowContextView, _: &()) -> Result<(), HandlerError> {
+        match self.status.state {
+            PayState::Created | PayState::Pending => Ok(()),
+            other => Err(format!("cannot close: payment is {other}").into()),
+        }
+    }
+
+    /// Merchant-initiated close of an unpaid order. Answers the final state: `Closed`, or
+    /// `Succeeded` when the customer paid before the channel closed the trade.
+    #[update(name = names::CLOSE)]
+    pub async fn close(ctx: &mut WorkflowContext<Self>, _: ()) -> Result<PayState, HandlerError> {
+        ctx.state_mut(|s| s.close_requested = true);
+        ctx.wait_condition(|s: &Self| {
+            !matches!(s.status.state, PayState::Created | PayState::Pending)
+                || s.rejection.is_some()
+        })
+        .await?;
+        Ok(ctx.state(|s| s.status.state))
+    }
+
     /// Returns the prepay credential as soon as it is known (the early return of `pay`).
     #[update(name = names::PREPAY)]
     pub async fn prepay(
@@ -285,7 +314,10 @@ impl Payment {
         Ok(q)
     }
 
-    async fn close(ctx: &mut WorkflowContext<Self>, order: &Order) -> WorkflowResult<CloseOutcome> {
+    async fn close_at_channel(
+        ctx: &mut WorkflowContext<Self>,
+        order: &Order,
+    ) -> WorkflowResult<CloseOutcome> {
         Ok(ctx
             .execute_activity(
                 PaymentActivities::close_trade,
