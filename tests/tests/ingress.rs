@@ -185,3 +185,50 @@ async fn a_notification_for_an_unknown_order_is_recorded_not_dropped() {
     assert_eq!(unmatched[0].workflow_id, None);
     app.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_notification_for_a_finished_payment_is_acknowledged_and_kept() {
+    let Some(app) = spawn_app(Db::Sqlite, Timing::default()).await else {
+        return;
+    };
+    let req = PaymentRequest {
+        merchant_id: MerchantId::parse(stack::MERCHANT).unwrap(),
+        merchant_order_no: OrderNo::parse("o-late").unwrap(),
+        amount: Money::parse("6.00", Currency::Cny).unwrap(),
+        product_id: ProductId::parse(stack::PRODUCT).unwrap(),
+        subject: "late".into(),
+        notify_url: None,
+        expires_in_secs: None,
+    };
+    let prepay = app.payflow.pay(req.clone()).await.unwrap();
+    let id = payflow_client::ids::payment_workflow_id(&req.merchant_id, &req.merchant_order_no);
+    let done = app
+        .payflow
+        .temporal()
+        .get_workflow_handle::<payflow_client::definitions::PaymentWorkflow>(id.clone())
+        .get_result(Default::default())
+        .await
+        .expect("payment workflow finished");
+    assert_eq!(done.state, payflow_client::PayState::Succeeded);
+
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut late = notification(&prepay.order_id, "n-late", "6.00", now);
+    sign::sign_notify(&mut late, &channel_key()).unwrap();
+    assert_eq!(post(&app, &late).await, (200, "success".to_string()));
+    assert!(
+        app.store
+            .notice_seen(stack::CHANNEL, "n-late")
+            .await
+            .unwrap()
+    );
+    // Still exactly one ledger entry: a late notice moves no money.
+    assert_eq!(
+        app.store
+            .entries_for_order(&prepay.order_id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    app.shutdown().await.unwrap();
+}

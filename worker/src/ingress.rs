@@ -23,6 +23,7 @@ use payflow_client::definitions::{ChannelNotified, PaymentWorkflow};
 use payflow_client::ids::payment_workflow_id;
 use payflow_client::{ChannelNotice, MerchantId, OrderNo, Payflow};
 use temporalio_client::WorkflowSignalOptions;
+use temporalio_client::errors::WorkflowInteractionError;
 
 use crate::config::IngressConfig;
 
@@ -145,7 +146,8 @@ async fn notify(
             let order_no =
                 OrderNo::parse(&order.merchant_order_no).map_err(|e| unavailable("order", e))?;
             let workflow_id = payment_workflow_id(&merchant, &order_no);
-            st.payflow
+            let signalled = st
+                .payflow
                 .temporal()
                 .get_workflow_handle::<PaymentWorkflow>(workflow_id.clone())
                 .signal(
@@ -159,9 +161,18 @@ async fn notify(
                     },
                     WorkflowSignalOptions::default(),
                 )
-                .await
-                .map_err(|e| unavailable("temporal", e))?;
-            tracing::info!(%workflow_id, notify_id = %notice.notify_id, trade_status = %notice.trade_status, "channel notification signalled");
+                .await;
+            match signalled {
+                Ok(()) => {
+                    tracing::info!(%workflow_id, notify_id = %notice.notify_id, trade_status = %notice.trade_status, "channel notification signalled");
+                }
+                // The payment already finished: acknowledge (retrying cannot help) and keep
+                // the notice on record for operators and reconciliation.
+                Err(WorkflowInteractionError::NotFound(_)) => {
+                    tracing::warn!(%workflow_id, notify_id = %notice.notify_id, trade_status = %notice.trade_status, "notification for a finished payment recorded");
+                }
+                Err(e) => return Err(unavailable("temporal", e)),
+            }
             record.workflow_id = Some(workflow_id);
         }
     }
