@@ -6,7 +6,7 @@
 //! - `accounting`: the rules that turn business events into balanced journal entries;
 //! - `notify/`: signed HTTP delivery of merchant callbacks;
 //! - `crypto/`: RSA2 and Standard Webhooks signatures;
-//! - `merchants`, `routing`: configured merchants and products;
+//! - `merchants`, `routing`, `risk`: configured merchants, products and risk limits;
 //! - `payment`, `notification`: the Temporal activities workflows call.
 
 pub mod accounting;
@@ -16,6 +16,7 @@ pub mod merchants;
 pub mod notification;
 pub mod notify;
 pub mod payment;
+pub mod risk;
 pub mod routing;
 pub mod services;
 pub mod store;

@@ -25,6 +25,7 @@ pub struct Merchant {
     pub webhook_secret: WebhookSecret,
     /// When set, a delivery succeeds only if the 2xx body is exactly this text (e.g. `success`).
     pub expect_body: Option<String>,
+    pub risk: crate::risk::RiskLimits,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

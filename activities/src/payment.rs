@@ -144,6 +144,23 @@ impl PaymentActivities {
         if s.channels.get(&product.channel).is_none() {
             return rejected(format!("channel {} is not configured", product.channel));
         }
+        let recent = s
+            .store
+            .recent_activity(
+                req.merchant_id.as_str(),
+                req.amount.currency(),
+                crate::store::now_ms(),
+            )
+            .await
+            .map_err(store_err)?;
+        if let Err(decline) = crate::risk::check(&merchant.risk, &req.amount, recent) {
+            // A retried activity whose order already exists must not be refused by its own
+            // order counting against the limits.
+            let existing = s.store.order(&input.order_id).await.map_err(store_err)?;
+            if existing.is_none() {
+                return rejected(decline.to_string());
+            }
+        }
         let order = s
             .store
             .create_order(&NewOrder {

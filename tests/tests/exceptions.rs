@@ -233,3 +233,49 @@ async fn a_hundred_concurrent_pays_make_one_payment() {
     assert_eq!(order.order_id, prepays[0].order_id);
     app.shutdown().await.unwrap();
 }
+
+/// Risk limits refuse before anything is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn risk_limits_refuse_before_anything_is_created() {
+    let secret = payflow_tests::keys().path(payflow::devkeys::DevKeys::MERCHANT_SECRET);
+    let extra = format!(
+        "\n[[merchants]]\nid = \"risky\"\nnotify_url = \"http://127.0.0.1:9/notify\"\n\
+         webhook_secret = {{ file = \"{}\" }}\nmax_amount = \"100.00\"\n\
+         daily_limit = \"150.00\"\nmax_payments_per_minute = 5\n",
+        secret.display()
+    );
+    let timing = Timing {
+        pay_after: None,
+        ..Timing::default()
+    };
+    let Some(app) = payflow_tests::spawn_app_with(Db::Postgres, timing, extra).await else {
+        return;
+    };
+    let risky = |no: &str, amount: &str| PaymentRequest {
+        merchant_id: MerchantId::parse("risky").unwrap(),
+        ..request(no, amount)
+    };
+    let too_big = app.payflow.pay(risky("r-1", "100.01")).await.unwrap_err();
+    assert!(
+        matches!(&too_big, PayflowError::Rejected(m) if m.contains("per-transaction limit")),
+        "{too_big:?}"
+    );
+    app.payflow
+        .pay(risky("r-2", "100.00"))
+        .await
+        .expect("at the limit");
+    let over_day = app.payflow.pay(risky("r-3", "50.01")).await.unwrap_err();
+    assert!(
+        matches!(&over_day, PayflowError::Rejected(m) if m.contains("24-hour")),
+        "{over_day:?}"
+    );
+    app.payflow
+        .pay(risky("r-4", "50.00"))
+        .await
+        .expect("up to the daily limit");
+    for no in ["r-1", "r-3"] {
+        let created = app.store.order_by_merchant_no("risky", no).await.unwrap();
+        assert!(created.is_none(), "{no}: nothing created");
+    }
+    app.shutdown().await.unwrap();
+}

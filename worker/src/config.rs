@@ -314,6 +314,12 @@ pub struct MerchantConfig {
     pub webhook_secret: SecretRef,
     /// Exact 2xx body required for success (e.g. `success`), when set.
     pub expect_body: Option<String>,
+    /// Risk: largest single payment (decimal, in the payment's currency).
+    pub max_amount: Option<rust_decimal::Decimal>,
+    /// Risk: rolling 24-hour total of live payments (decimal).
+    pub daily_limit: Option<rust_decimal::Decimal>,
+    /// Risk: most payments created in one minute.
+    pub max_payments_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

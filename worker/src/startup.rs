@@ -114,6 +114,11 @@ pub async fn build_services(config: &Config) -> Result<Services, StartupError> {
             allowed_notify_hosts: hosts,
             webhook_secret,
             expect_body: m.expect_body.clone(),
+            risk: payflow_activities::risk::RiskLimits {
+                max_amount: m.max_amount,
+                daily_limit: m.daily_limit,
+                max_per_minute: m.max_payments_per_minute,
+            },
         });
     }
     let mut routing = Routing::default();

@@ -257,6 +257,36 @@ impl Store {
         }
     }
 
+    /// A merchant's recent live orders in one currency (risk pre-check): the 24-hour amount
+    /// total and the count over the last minute. Failed and closed orders do not count.
+    pub async fn recent_activity(
+        &self,
+        merchant_id: &str,
+        currency: Currency,
+        now_ms: i64,
+    ) -> Result<crate::risk::Recent, StoreError> {
+        // CAST: PostgreSQL's SUM over BIGINT is NUMERIC, which sqlx::Any cannot decode.
+        let q = self.sql(
+            "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) AS total, \
+             CAST(COALESCE(SUM(CASE WHEN created_at_ms >= ? THEN 1 ELSE 0 END), 0) AS BIGINT) AS last_minute \
+             FROM payment_orders WHERE merchant_id = ? AND currency = ? AND created_at_ms >= ? \
+             AND state NOT IN ('Failed', 'Closed')",
+        );
+        let row = sqlx::query(&q)
+            .bind(now_ms - 60_000)
+            .bind(merchant_id)
+            .bind(currency.code())
+            .bind(now_ms - 24 * 3600 * 1000)
+            .fetch_one(self.pool())
+            .await?;
+        let total: i64 = row.try_get("total")?;
+        let last_minute: i64 = row.try_get("last_minute")?;
+        Ok(crate::risk::Recent {
+            last_day_total: rust_decimal::Decimal::new(total, currency.minor_units()),
+            last_minute_count: last_minute.clamp(0, u32::MAX as i64) as u32,
+        })
+    }
+
     /// The states an order went through, oldest first.
     pub async fn order_history(
         &self,
