@@ -47,8 +47,93 @@ pub struct Stack {
     pub payflow: Payflow,
     pub store: Store,
     pub ingress_addr: std::net::SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<Result<(), StartupError>>>,
+    config: Config,
+    worker: Option<WorkerThread>,
+}
+
+enum Finish {
+    Stop,
+    Kill,
+}
+
+/// The worker and ingress on a thread and runtime of their own: Temporal workers run
+/// workflows on a `LocalSet` (their futures are not `Send`). What the caller holds (client,
+/// store) is connected on the caller's runtime.
+struct WorkerThread {
+    ingress_addr: std::net::SocketAddr,
+    finish: oneshot::Sender<Finish>,
+    thread: std::thread::JoinHandle<Result<(), StartupError>>,
+}
+
+impl WorkerThread {
+    async fn start(config: Config) -> Result<WorkerThread, StartupError> {
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<std::net::SocketAddr, StartupError>>();
+        let (finish, finished) = oneshot::channel::<Finish>();
+        let thread = std::thread::Builder::new()
+            .name("payflow-worker".into())
+            .spawn(move || -> Result<(), StartupError> {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .map_err(|e| StartupError::Worker(e.to_string()))?;
+                let result = rt.block_on(async move {
+                    let app = match App::build(config).await {
+                        Ok(app) => app,
+                        Err(e) => {
+                            let msg = e.to_string();
+                            let _ = ready_tx.send(Err(e));
+                            return Err(StartupError::Worker(msg));
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(app.ingress_addr));
+                    let (kill_tx, kill_rx) = oneshot::channel::<()>();
+                    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+                    tokio::spawn(async move {
+                        match finished.await {
+                            Ok(Finish::Kill) => {
+                                let _ = kill_tx.send(());
+                            }
+                            _ => {
+                                let _ = stop_tx.send(());
+                            }
+                        }
+                    });
+                    let run = app.run(async {
+                        let _ = stop_rx.await;
+                    });
+                    tokio::select! {
+                        r = run => r,
+                        // A crash: the run future is dropped mid-flight.
+                        _ = kill_rx => Ok(()),
+                    }
+                });
+                // Whatever is still spawned dies with the runtime, without draining.
+                rt.shutdown_background();
+                result
+            })
+            .map_err(|e| StartupError::Worker(e.to_string()))?;
+        match ready_rx.await {
+            Ok(Ok(ingress_addr)) => Ok(WorkerThread {
+                ingress_addr,
+                finish,
+                thread,
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(StartupError::Worker(
+                "worker thread ended during start-up".into(),
+            )),
+        }
+    }
+
+    async fn finish(self, how: Finish) -> Result<(), StartupError> {
+        let _ = self.finish.send(how);
+        let thread = self.thread;
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .map_err(|e| StartupError::Worker(e.to_string()))?
+            .map_err(|_| StartupError::Worker("worker thread panicked".into()))?
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -181,44 +266,8 @@ impl Stack {
             config.temporal.address.clone(),
             config.temporal.namespace.clone(),
         );
-        // Temporal workers run workflows on a LocalSet (their futures are not Send), so the
-        // worker gets a thread and a runtime of its own; what the caller holds (client, store)
-        // is connected on the caller's runtime.
-        let (ready_tx, ready_rx) = oneshot::channel::<Result<std::net::SocketAddr, StartupError>>();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("payflow-worker".into())
-            .spawn(move || -> Result<(), StartupError> {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .map_err(|e| StartupError::Worker(e.to_string()))?;
-                rt.block_on(async move {
-                    let app = match App::build(config).await {
-                        Ok(app) => app,
-                        Err(e) => {
-                            let msg = e.to_string();
-                            let _ = ready_tx.send(Err(e));
-                            return Err(StartupError::Worker(msg));
-                        }
-                    };
-                    let _ = ready_tx.send(Ok(app.ingress_addr));
-                    app.run(async {
-                        let _ = stopped.await;
-                    })
-                    .await
-                })
-            })?;
-        let ingress_addr = match ready_rx.await {
-            Ok(Ok(addr)) => addr,
-            Ok(Err(e)) => return Err(e.into()),
-            Err(_) => {
-                return Err(
-                    StartupError::Worker("worker thread ended during start-up".into()).into(),
-                );
-            }
-        };
+        let worker = WorkerThread::start(config.clone()).await?;
+        let ingress_addr = worker.ingress_addr;
         let payflow = Payflow::connect(&temporal.0, &temporal.1)
             .await
             .map_err(|e| StartupError::Worker(e.to_string()))?;
@@ -231,22 +280,34 @@ impl Stack {
             payflow,
             store,
             ingress_addr,
-            stop: Some(stop),
-            thread: Some(thread),
+            config,
+            worker: Some(worker),
         })
+    }
+
+    /// Kills the worker and its ingress abruptly, as a crash would: nothing is drained, no
+    /// in-flight task completes.
+    pub async fn kill_worker(&mut self) -> Result<(), StartupError> {
+        match self.worker.take() {
+            Some(w) => w.finish(Finish::Kill).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Starts a new worker and ingress with the same configuration (same database,
+    /// namespace and ingress address).
+    pub async fn start_worker(&mut self) -> Result<(), StartupError> {
+        if self.worker.is_none() {
+            self.worker = Some(WorkerThread::start(self.config.clone()).await?);
+        }
+        Ok(())
     }
 
     /// Stops the worker and ingress and waits for them.
     pub async fn shutdown(mut self) -> Result<(), StartupError> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
         self.store.close().await;
-        match self.thread.take() {
-            Some(thread) => tokio::task::spawn_blocking(move || thread.join())
-                .await
-                .map_err(|e| StartupError::Worker(e.to_string()))?
-                .map_err(|_| StartupError::Worker("worker thread panicked".into()))?,
+        match self.worker.take() {
+            Some(w) => w.finish(Finish::Stop).await,
             None => Ok(()),
         }
     }

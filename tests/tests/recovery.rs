@@ -1,0 +1,90 @@
+//! Durability: a worker killed mid-payment and started again finishes the payment with
+//! exactly one ledger entry and one merchant event.
+
+use std::time::Duration;
+
+use payflow::sandbox::{Knobs, NotifyMode};
+use payflow::stack;
+use payflow_client::{Currency, MerchantId, Money, OrderNo, PayState, PaymentRequest, ProductId};
+use payflow_tests::{Db, Timing, eventually, spawn_app};
+
+const DEADLINE: Duration = Duration::from_secs(45);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_payment_finishes_it_after_restart() {
+    let timing = Timing {
+        pay_after: None,
+        query_schedule_ms: vec![1_000],
+        ..Timing::default()
+    };
+    let Some(mut app) = spawn_app(Db::Postgres, timing).await else {
+        return;
+    };
+    app.sandbox.set_knobs(Knobs {
+        pay_after: None,
+        notify: NotifyMode::Once,
+        ..Knobs::default()
+    });
+    let req = PaymentRequest {
+        merchant_id: MerchantId::parse(stack::MERCHANT).unwrap(),
+        merchant_order_no: OrderNo::parse("o-crash").unwrap(),
+        amount: Money::parse("42.00", Currency::Cny).unwrap(),
+        product_id: ProductId::parse(stack::PRODUCT).unwrap(),
+        subject: "crash".into(),
+        notify_url: None,
+        expires_in_secs: None,
+    };
+    let prepay = app.payflow.pay(req.clone()).await.unwrap();
+
+    // The worker (and its ingress) dies while the payment waits for the customer ...
+    app.kill_worker().await.unwrap();
+    // ... who pays meanwhile; the channel's notifications find nobody listening.
+    assert!(app.sandbox.pay(&prepay.order_id));
+    app.start_worker().await.unwrap();
+
+    let status = eventually(DEADLINE, "payment Succeeded after restart", || async {
+        let s = app
+            .payflow
+            .payment(&req.merchant_id, &req.merchant_order_no)
+            .await
+            .ok()?;
+        (s.state == PayState::Succeeded).then_some(s)
+    })
+    .await;
+    assert_eq!(status.amount, req.amount);
+    assert_eq!(
+        app.store
+            .entries_for_order(&prepay.order_id)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "exactly one ledger entry"
+    );
+    assert_eq!(
+        app.store.order_history(&prepay.order_id).await.unwrap(),
+        vec![
+            (PayState::Created, PayState::Pending),
+            (PayState::Pending, PayState::Succeeded)
+        ]
+    );
+    let got = app
+        .merchant
+        .wait_for(DEADLINE, |got| got.iter().any(|c| c.answered == 200))
+        .await
+        .expect("merchant told");
+    assert_eq!(
+        got.iter().filter(|c| c.answered == 200).count(),
+        1,
+        "one merchant event"
+    );
+    assert!(
+        app.store
+            .trial_balance()
+            .await
+            .unwrap()
+            .values()
+            .all(|v| *v == 0)
+    );
+    app.shutdown().await.unwrap();
+}
