@@ -286,6 +286,9 @@ pub struct ChannelConfig {
     pub app_private_key: SecretRef,
     /// The channel's public key (PEM or base64 DER).
     pub channel_public_key: SecretRef,
+    /// A disabled channel routes nothing (its notifications are still accepted).
+    #[serde(default = "yes")]
+    pub enabled: bool,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_ms: u64,
     #[serde(default = "default_total_timeout")]
@@ -329,6 +332,9 @@ pub struct ProductConfig {
     pub channel: String,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Amount range the product accepts (decimal strings), when set.
+    pub min_amount: Option<rust_decimal::Decimal>,
+    pub max_amount: Option<rust_decimal::Decimal>,
 }
 
 fn yes() -> bool {

@@ -127,7 +127,12 @@ pub async fn build_services(config: &Config) -> Result<Services, StartupError> {
             id: ProductId::parse(&p.id).map_err(|e| key_err(&format!("products[{i}].id"), e))?,
             channel: p.channel.clone(),
             enabled: p.enabled,
+            min_amount: p.min_amount,
+            max_amount: p.max_amount,
         });
+    }
+    for c in &config.channels {
+        routing.set_channel_enabled(&c.name, c.enabled);
     }
     let deliverer = Deliverer::new(&DeliveryPolicy {
         connect_timeout: Duration::from_millis(config.notify.connect_timeout_ms),
