@@ -14,7 +14,11 @@ use std::time::Duration;
 
 use payflow::devkeys::DevKeys;
 use payflow::devserver::{DevServerOptions, find_temporal_cli, free_port, wait_ready};
+use payflow::stack;
 use payflow::stack::{Stack, StackOptions};
+use payflow_client::{
+    Currency, MerchantId, Money, OrderNo, PaymentRequest, PaymentStatus, ProductId,
+};
 
 /// Namespaces created on the shared dev server; each test takes one.
 const NAMESPACES: usize = 48;
@@ -217,4 +221,35 @@ where
         // Poll interval for conditions observable only by asking (workflow queries).
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A CNY payment request from the stack's demo merchant for its QR product.
+pub fn payment_request(order_no: &str, amount: &str) -> PaymentRequest {
+    PaymentRequest {
+        merchant_id: MerchantId::parse(stack::MERCHANT).expect("merchant id"),
+        merchant_order_no: OrderNo::parse(order_no).expect("order no"),
+        amount: Money::parse(amount, Currency::Cny).expect("amount"),
+        product_id: ProductId::parse(stack::PRODUCT).expect("product id"),
+        subject: format!("test {order_no}"),
+        notify_url: None,
+        expires_in_secs: None,
+    }
+}
+
+/// Waits until the payment's `status` query satisfies `pred`, or panics naming `what`.
+pub async fn payment_where(
+    app: &Stack,
+    req: &PaymentRequest,
+    what: &str,
+    pred: impl Fn(&PaymentStatus) -> bool,
+) -> PaymentStatus {
+    eventually(Duration::from_secs(45), what, || async {
+        let s = app
+            .payflow
+            .payment(&req.merchant_id, &req.merchant_order_no)
+            .await
+            .ok()?;
+        pred(&s).then_some(s)
+    })
+    .await
 }

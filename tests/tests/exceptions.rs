@@ -4,34 +4,14 @@ use std::time::Duration;
 
 use payflow::sandbox::{Knobs, NotifyMode};
 use payflow::stack;
-use payflow_client::{
-    Currency, MerchantId, Money, OrderNo, PayState, PayflowError, PaymentRequest, PaymentStatus,
-    ProductId,
-};
-use payflow_tests::{Db, Timing, eventually, spawn_app};
+use payflow_client::{MerchantId, PayState, PayflowError, PaymentRequest, PaymentStatus};
+use payflow_tests::{Db, Timing, payment_request, payment_where, spawn_app};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-fn request(order_no: &str, amount: &str) -> PaymentRequest {
-    PaymentRequest {
-        merchant_id: MerchantId::parse(stack::MERCHANT).unwrap(),
-        merchant_order_no: OrderNo::parse(order_no).unwrap(),
-        amount: Money::parse(amount, Currency::Cny).unwrap(),
-        product_id: ProductId::parse(stack::PRODUCT).unwrap(),
-        subject: "exceptions".into(),
-        notify_url: None,
-        expires_in_secs: None,
-    }
-}
-
 async fn settled(app: &stack::Stack, req: &PaymentRequest) -> PaymentStatus {
-    eventually(DEADLINE, "payment to leave Pending", || async {
-        let s = app
-            .payflow
-            .payment(&req.merchant_id, &req.merchant_order_no)
-            .await
-            .ok()?;
-        (s.state != PayState::Pending && s.state != PayState::Created).then_some(s)
+    payment_where(app, req, "payment to leave Pending", |s| {
+        s.state != PayState::Pending && s.state != PayState::Created
     })
     .await
 }
@@ -56,7 +36,7 @@ async fn paid_without_notification_is_found_by_active_query() {
         notify: NotifyMode::Never,
         ..Knobs::default()
     }));
-    let req = request("o-silent", "7.00");
+    let req = payment_request("o-silent", "7.00");
     let prepay = app.payflow.pay(req.clone()).await.unwrap();
     let s = settled(&app, &req).await;
     assert_eq!(s.state, PayState::Succeeded);
@@ -92,7 +72,7 @@ async fn duplicate_notifications_change_the_order_once() {
         notify: NotifyMode::Twice,
         ..Knobs::default()
     }));
-    let req = request("o-twice", "8.00");
+    let req = payment_request("o-twice", "8.00");
     let prepay = app.payflow.pay(req.clone()).await.unwrap();
     let s = settled(&app, &req).await;
     assert_eq!(s.state, PayState::Succeeded);
@@ -139,7 +119,7 @@ async fn a_different_paid_amount_is_an_exception_without_ledger() {
         paid_amount: Some("1.00".into()),
         ..Knobs::default()
     }));
-    let req = request("o-mismatch", "12.34");
+    let req = payment_request("o-mismatch", "12.34");
     let prepay = app.payflow.pay(req.clone()).await.unwrap();
     let s = settled(&app, &req).await;
     assert_eq!(s.state, PayState::Exception);
@@ -165,7 +145,7 @@ async fn channel_5xx_on_prepay_is_retried() {
         server_errors: 2,
         ..Knobs::default()
     }));
-    let req = request("o-5xx", "2.00");
+    let req = payment_request("o-5xx", "2.00");
     let prepay = app
         .payflow
         .pay(req.clone())
@@ -190,7 +170,7 @@ async fn a_definite_channel_error_fails_with_the_channel_code() {
         decline_precreate: Some(("ACQ.ACCESS_FORBIDDEN".into(), "no permission".into())),
         ..Knobs::default()
     });
-    let req = request("o-declined", "2.00");
+    let req = payment_request("o-declined", "2.00");
     let err = app.payflow.pay(req.clone()).await.unwrap_err();
     assert!(
         matches!(&err, PayflowError::Rejected(m) if m.contains("ACQ.ACCESS_FORBIDDEN")),
@@ -208,7 +188,7 @@ async fn a_hundred_concurrent_pays_make_one_payment() {
         return;
     };
     app.sandbox.set_knobs(Knobs::default());
-    let req = request("o-crowd", "9.99");
+    let req = payment_request("o-crowd", "9.99");
     let calls = (0..100).map(|_| {
         let payflow = app.payflow.clone();
         let req = req.clone();
@@ -253,7 +233,7 @@ async fn risk_limits_refuse_before_anything_is_created() {
     };
     let risky = |no: &str, amount: &str| PaymentRequest {
         merchant_id: MerchantId::parse("risky").unwrap(),
-        ..request(no, amount)
+        ..payment_request(no, amount)
     };
     let too_big = app.payflow.pay(risky("r-1", "100.01")).await.unwrap_err();
     assert!(

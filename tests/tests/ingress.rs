@@ -2,17 +2,13 @@
 //! notifications, and records the ones for unknown orders.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use payflow::devkeys::DevKeys;
 use payflow::sandbox::{Knobs, NotifyMode};
 use payflow::stack;
 use payflow_activities::channels::alipay::sign;
 use payflow_activities::crypto::rsa_keys::RsaSigner;
-use payflow_client::{Currency, MerchantId, Money, OrderNo, PaymentRequest, ProductId};
-use payflow_tests::{Db, Timing, eventually, keys, spawn_app};
-
-const DEADLINE: Duration = Duration::from_secs(30);
+use payflow_tests::{Db, Timing, keys, spawn_app};
 
 fn notification(
     out_trade_no: &str,
@@ -76,15 +72,7 @@ async fn refuses_forged_tampered_stale_and_acknowledges_replays_once() {
         notify: NotifyMode::Never,
         ..Knobs::default()
     });
-    let req = PaymentRequest {
-        merchant_id: MerchantId::parse(stack::MERCHANT).unwrap(),
-        merchant_order_no: OrderNo::parse("o-ingress").unwrap(),
-        amount: Money::parse("5.00", Currency::Cny).unwrap(),
-        product_id: ProductId::parse(stack::PRODUCT).unwrap(),
-        subject: "ingress".into(),
-        notify_url: None,
-        expires_in_secs: None,
-    };
+    let req = payflow_tests::payment_request("o-ingress", "5.00");
     let prepay = app.payflow.pay(req.clone()).await.unwrap();
     let now = chrono::Utc::now().timestamp_millis();
 
@@ -148,15 +136,11 @@ async fn refuses_forged_tampered_stale_and_acknowledges_replays_once() {
             .await
             .unwrap()
     );
-    let status = eventually(DEADLINE, "the notice to reach the workflow", || async {
-        let s = app
-            .payflow
-            .payment(&req.merchant_id, &req.merchant_order_no)
-            .await
-            .ok()?;
-        (s.notices_received >= 1 && s.queries_made >= 1).then_some(s)
-    })
-    .await;
+    let status =
+        payflow_tests::payment_where(&app, &req, "the notice to reach the workflow", |s| {
+            s.notices_received >= 1 && s.queries_made >= 1
+        })
+        .await;
     assert_eq!(status.notices_received, 1);
     // The channel says the trade is unpaid, so the untrusted notice moved no money.
     assert_eq!(status.state, payflow_client::PayState::Pending);
@@ -191,15 +175,7 @@ async fn a_late_notification_for_a_finished_payment_is_acknowledged_and_kept() {
     let Some(app) = spawn_app(Db::Sqlite, Timing::default()).await else {
         return;
     };
-    let req = PaymentRequest {
-        merchant_id: MerchantId::parse(stack::MERCHANT).unwrap(),
-        merchant_order_no: OrderNo::parse("o-late").unwrap(),
-        amount: Money::parse("6.00", Currency::Cny).unwrap(),
-        product_id: ProductId::parse(stack::PRODUCT).unwrap(),
-        subject: "late".into(),
-        notify_url: None,
-        expires_in_secs: None,
-    };
+    let req = payflow_tests::payment_request("o-late", "6.00");
     let prepay = app.payflow.pay(req.clone()).await.unwrap();
     let id = payflow_client::ids::payment_workflow_id(&req.merchant_id, &req.merchant_order_no);
     let done = app

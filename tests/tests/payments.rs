@@ -4,24 +4,10 @@
 use std::time::Duration;
 
 use payflow::stack;
-use payflow_client::{
-    Currency, MerchantId, Money, OrderNo, PayState, PayflowError, PaymentRequest, ProductId,
-};
-use payflow_tests::{Db, Timing, eventually, spawn_app};
+use payflow_client::{PayState, PayflowError, ProductId};
+use payflow_tests::{Db, Timing, eventually, payment_request, payment_where, spawn_app};
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-fn request(order_no: &str, amount: &str) -> PaymentRequest {
-    PaymentRequest {
-        merchant_id: MerchantId::parse(stack::MERCHANT).unwrap(),
-        merchant_order_no: OrderNo::parse(order_no).unwrap(),
-        amount: Money::parse(amount, Currency::Cny).unwrap(),
-        product_id: ProductId::parse(stack::PRODUCT).unwrap(),
-        subject: "e2e".into(),
-        notify_url: None,
-        expires_in_secs: None,
-    }
-}
 
 /// Pay, the channel notifies, a query confirms, the ledger is posted once and the merchant
 /// receives one signed callback.
@@ -29,18 +15,13 @@ async fn happy_path_via_notification(db: Db) {
     let Some(app) = spawn_app(db, Timing::default()).await else {
         return;
     };
-    let req = request("o-happy", "12.34");
+    let req = payment_request("o-happy", "12.34");
     let prepay = app.payflow.pay(req.clone()).await.expect("pay");
     assert_eq!(prepay.channel, stack::CHANNEL);
     assert!(prepay.qr_code.contains(&prepay.order_id));
 
-    let status = eventually(DEADLINE, "payment Succeeded", || async {
-        let s = app
-            .payflow
-            .payment(&req.merchant_id, &req.merchant_order_no)
-            .await
-            .ok()?;
-        (s.state == PayState::Succeeded).then_some(s)
+    let status = payment_where(&app, &req, "payment Succeeded", |s| {
+        s.state == PayState::Succeeded
     })
     .await;
     assert_eq!(status.amount, req.amount);
@@ -93,7 +74,7 @@ async fn happy_path_via_notification(db: Db) {
     let again = app.payflow.pay(req.clone()).await.expect("pay again");
     assert_eq!(again, prepay);
     // The same order no with another amount is a conflict.
-    let conflict = app.payflow.pay(request("o-happy", "99.00")).await;
+    let conflict = app.payflow.pay(payment_request("o-happy", "99.00")).await;
     assert!(
         matches!(conflict, Err(PayflowError::Conflict(_))),
         "{conflict:?}"
@@ -118,7 +99,7 @@ async fn invalid_request_creates_nothing() {
     let Some(app) = spawn_app(Db::Sqlite, Timing::default()).await else {
         return;
     };
-    let mut req = request("o-bad", "1.00");
+    let mut req = payment_request("o-bad", "1.00");
     req.product_id = ProductId::parse("nope").unwrap();
     let err = app.payflow.pay(req.clone()).await.unwrap_err();
     assert!(
@@ -132,7 +113,7 @@ async fn invalid_request_creates_nothing() {
         .unwrap();
     assert!(order.is_none(), "nothing created");
     // A corrected request with the same order no goes through.
-    let fixed = request("o-bad", "1.00");
+    let fixed = payment_request("o-bad", "1.00");
     let prepay = app.payflow.pay(fixed).await.expect("corrected request");
     assert!(!prepay.qr_code.is_empty());
     app.shutdown().await.unwrap();
@@ -149,18 +130,10 @@ async fn unpaid_order_is_queried_actively() {
     let Some(app) = spawn_app(Db::Sqlite, timing).await else {
         return;
     };
-    let mut req = request("o-expire", "5.00");
+    let mut req = payment_request("o-expire", "5.00");
     req.expires_in_secs = Some(60);
     let prepay = app.payflow.pay(req.clone()).await.unwrap();
-    let status = eventually(DEADLINE, "two active queries", || async {
-        let s = app
-            .payflow
-            .payment(&req.merchant_id, &req.merchant_order_no)
-            .await
-            .ok()?;
-        (s.queries_made >= 2).then_some(s)
-    })
-    .await;
+    let status = payment_where(&app, &req, "two active queries", |s| s.queries_made >= 2).await;
     assert_eq!(status.state, PayState::Pending, "unpaid stays Pending");
     assert_eq!(status.notices_received, 0);
     assert!(app.sandbox.order(&prepay.order_id).is_some());
@@ -176,7 +149,7 @@ async fn metrics_endpoint_serves_worker_metrics() {
     else {
         return;
     };
-    let req = request("o-metrics", "3.00");
+    let req = payment_request("o-metrics", "3.00");
     app.payflow.pay(req.clone()).await.unwrap();
     let url = format!("http://127.0.0.1:{port}/metrics");
     let body = eventually(DEADLINE, "workflow metrics", || async {
@@ -205,16 +178,11 @@ async fn unpaid_order_closes_at_expiry() {
     let Some(app) = spawn_app(Db::Postgres, timing).await else {
         return;
     };
-    let mut req = request("o-expire", "5.00");
+    let mut req = payment_request("o-expire", "5.00");
     req.expires_in_secs = Some(60);
     let prepay = app.payflow.pay(req.clone()).await.unwrap();
-    let status = eventually(DEADLINE, "payment Closed", || async {
-        let s = app
-            .payflow
-            .payment(&req.merchant_id, &req.merchant_order_no)
-            .await
-            .ok()?;
-        (s.state == PayState::Closed).then_some(s)
+    let status = payment_where(&app, &req, "payment Closed", |s| {
+        s.state == PayState::Closed
     })
     .await;
     assert!(status.closed_at_ms.is_some());
@@ -253,7 +221,7 @@ async fn merchant_closes_an_unpaid_payment() {
     let Some(app) = spawn_app(Db::Sqlite, timing).await else {
         return;
     };
-    let req = request("o-close", "4.00");
+    let req = payment_request("o-close", "4.00");
     let prepay = app.payflow.pay(req.clone()).await.unwrap();
     let state = app
         .payflow

@@ -4,9 +4,8 @@
 use std::time::Duration;
 
 use payflow::sandbox::{Knobs, NotifyMode};
-use payflow::stack;
-use payflow_client::{Currency, MerchantId, Money, OrderNo, PayState, PaymentRequest, ProductId};
-use payflow_tests::{Db, Timing, eventually, spawn_app};
+use payflow_client::PayState;
+use payflow_tests::{Db, Timing, spawn_app};
 
 const DEADLINE: Duration = Duration::from_secs(45);
 
@@ -25,15 +24,7 @@ async fn a_worker_killed_mid_payment_finishes_it_after_restart() {
         notify: NotifyMode::Once,
         ..Knobs::default()
     });
-    let req = PaymentRequest {
-        merchant_id: MerchantId::parse(stack::MERCHANT).unwrap(),
-        merchant_order_no: OrderNo::parse("o-crash").unwrap(),
-        amount: Money::parse("42.00", Currency::Cny).unwrap(),
-        product_id: ProductId::parse(stack::PRODUCT).unwrap(),
-        subject: "crash".into(),
-        notify_url: None,
-        expires_in_secs: None,
-    };
+    let req = payflow_tests::payment_request("o-crash", "42.00");
     let prepay = app.payflow.pay(req.clone()).await.unwrap();
 
     // The worker (and its ingress) dies while the payment waits for the customer ...
@@ -42,13 +33,8 @@ async fn a_worker_killed_mid_payment_finishes_it_after_restart() {
     assert!(app.sandbox.pay(&prepay.order_id));
     app.start_worker().await.unwrap();
 
-    let status = eventually(DEADLINE, "payment Succeeded after restart", || async {
-        let s = app
-            .payflow
-            .payment(&req.merchant_id, &req.merchant_order_no)
-            .await
-            .ok()?;
-        (s.state == PayState::Succeeded).then_some(s)
+    let status = payflow_tests::payment_where(&app, &req, "payment Succeeded after restart", |s| {
+        s.state == PayState::Succeeded
     })
     .await;
     assert_eq!(status.amount, req.amount);
