@@ -51,6 +51,8 @@ pub async fn dev_server() -> &'static str {
                 extra_namespaces: (0..NAMESPACES).map(|i| format!("t{i}")).collect(),
             };
             let exe = find_temporal_cli().expect("Temporal CLI (run scripts/tools.sh)");
+            // The server's own log goes to a file beside its database, out of the test output.
+            let log = std::fs::File::create(dir.join("temporal.log")).expect("dev server log file");
             let args = opts.args();
             let (tx, rx) = std::sync::mpsc::channel();
             std::thread::Builder::new()
@@ -59,7 +61,8 @@ pub async fn dev_server() -> &'static str {
                     let mut cmd = Command::new(exe);
                     cmd.args(args)
                         .stdin(std::process::Stdio::null())
-                        .stdout(std::process::Stdio::null());
+                        .stdout(std::process::Stdio::null())
+                        .stderr(log);
                     // SAFETY: prctl is async-signal-safe; it only sets a flag on the child.
                     unsafe {
                         use std::os::unix::process::CommandExt;
@@ -158,6 +161,8 @@ pub struct Timing {
     pub query_schedule_ms: Vec<u64>,
     pub expiry_scale_percent: u32,
     pub notify_schedule_ms: Vec<u64>,
+    /// The ingress's source allowlist (empty: any source).
+    pub ingress_allowed_ips: Vec<String>,
 }
 
 impl Default for Timing {
@@ -167,6 +172,7 @@ impl Default for Timing {
             query_schedule_ms: vec![2_000],
             expiry_scale_percent: 100,
             notify_schedule_ms: vec![200, 200, 400],
+            ingress_allowed_ips: Vec::new(),
         }
     }
 }
@@ -196,6 +202,7 @@ pub async fn spawn_app_with(db: Db, timing: Timing, extra_toml: String) -> Optio
         notify_schedule_ms: timing.notify_schedule_ms,
         sandbox_notify_retry: vec![Duration::from_millis(300); 5],
         ingress_listen: "127.0.0.1:0".into(),
+        ingress_allowed_ips: timing.ingress_allowed_ips,
         extra_toml,
     })
     .await

@@ -208,3 +208,24 @@ async fn a_late_notification_for_a_finished_payment_is_acknowledged_and_kept() {
     );
     app.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_outside_the_allowlist_is_refused_before_anything_else() {
+    // Only the channel's (documentation-range) address may post; the test posts from loopback.
+    let timing = Timing {
+        ingress_allowed_ips: vec!["192.0.2.10".into()],
+        ..Timing::default()
+    };
+    let Some(app) = spawn_app(Db::Sqlite, timing).await else {
+        return;
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut n = notification("any-order", "n-ip", "1.00", now);
+    sign::sign_notify(&mut n, &channel_key()).unwrap();
+    assert_eq!(post(&app, &n).await.0, 403);
+    assert!(
+        !app.store.notice_seen(stack::CHANNEL, "n-ip").await.unwrap(),
+        "nothing recorded"
+    );
+    app.shutdown().await.unwrap();
+}

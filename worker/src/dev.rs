@@ -62,6 +62,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             Duration::from_secs(30),
         ],
         ingress_listen: config.ingress.listen.to_string(),
+        ingress_allowed_ips: config
+            .ingress
+            .allowed_ips
+            .iter()
+            .map(|ip| ip.to_string())
+            .collect(),
         extra_toml: String::new(),
     })
     .await?;

@@ -37,6 +37,8 @@ pub struct StackOptions<'a> {
     pub sandbox_notify_retry: Vec<Duration>,
     /// `127.0.0.1:0` for a free port.
     pub ingress_listen: String,
+    /// Source addresses the ingress accepts (empty: any).
+    pub ingress_allowed_ips: Vec<String>,
     /// Extra TOML appended to the generated configuration (more merchants, products...).
     pub extra_toml: String,
 }
@@ -169,6 +171,7 @@ url = "{db}"
 [ingress]
 listen = "{listen}"
 public_url = "{ingress_public}"
+allowed_ips = [{allowed_ips}]
 
 [payment]
 query_schedule_ms = [{query}]
@@ -203,6 +206,12 @@ channel = "{CHANNEL}"
         namespace = o.namespace,
         db = o.database_url,
         listen = o.ingress_listen,
+        allowed_ips = o
+            .ingress_allowed_ips
+            .iter()
+            .map(|ip| format!("\"{ip}\""))
+            .collect::<Vec<_>>()
+            .join(", "),
         query = list(&o.query_schedule_ms),
         expiry_scale = o.expiry_scale_percent,
         notify = list(&o.notify_schedule_ms),
