@@ -144,7 +144,12 @@ pub async fn fresh_database(db: Db) -> Option<String> {
                     return None;
                 }
             };
-            let name = format!("payflow_e2e_{}", uuid::Uuid::new_v4().simple());
+            sweep_dead_databases(&mut conn).await;
+            let name = format!(
+                "payflow_e2e_{}_{}",
+                std::process::id(),
+                uuid::Uuid::new_v4().simple()
+            );
             sqlx::query(&format!("CREATE DATABASE {name}"))
                 .execute(&mut conn)
                 .await
@@ -153,6 +158,36 @@ pub async fn fresh_database(db: Db) -> Option<String> {
             Some(format!("{prefix}/{name}"))
         }
     }
+}
+
+/// Drops the databases of earlier test processes that have exited (names carry the creating
+/// process id), once per process, so repeated runs do not pile databases up on the server.
+async fn sweep_dead_databases(conn: &mut sqlx::PgConnection) {
+    static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    SWEPT
+        .get_or_init(|| async {
+            let names: Vec<String> = sqlx::query_scalar(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'payflow_e2e_%'",
+            )
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_default();
+            for name in names {
+                let pid = name
+                    .trim_start_matches("payflow_e2e_")
+                    .split('_')
+                    .next()
+                    .and_then(|p| p.parse::<u32>().ok());
+                let alive =
+                    pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+                if !alive {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut *conn)
+                        .await;
+                }
+            }
+        })
+        .await;
 }
 
 /// Test-speed timing: queries and retries in milliseconds instead of minutes.
