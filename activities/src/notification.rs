@@ -8,7 +8,7 @@ use temporalio_common::error::ApplicationFailure;
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
-use crate::merchants::{MerchantError, MerchantStatus};
+use crate::merchants::MerchantStatus;
 use crate::notify::Callback;
 use crate::services::SharedServices;
 
@@ -71,9 +71,6 @@ impl NotifyActivities {
         }
         let url = match merchant.notify_url(req.notify_url.as_deref()) {
             Ok(u) => u,
-            Err(e @ (MerchantError::NotifyUrlNotAllowed(_) | MerchantError::NoNotifyUrl(_))) => {
-                return Ok(DeliverOutcome::Undeliverable(e.to_string()));
-            }
             Err(e) => return Ok(DeliverOutcome::Undeliverable(e.to_string())),
         };
         let timestamp = chrono::DateTime::from_timestamp_millis(input.event_time_ms)

@@ -1,7 +1,5 @@
 //! `Payflow`: the typed facade services use to start and inspect payflow workflows.
 
-use std::time::Duration;
-
 use temporalio_client::errors::{
     WorkflowQueryError, WorkflowStartError, WorkflowUpdateError, WorkflowUpdateWithStartError,
 };
@@ -199,9 +197,6 @@ impl Payflow {
             .map_err(|e| query_error(&id, e))
     }
 }
-
-/// Default timeout services may use around `pay` (the prepay call has its own channel timeouts).
-pub const PAY_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn query_error(id: &str, e: WorkflowQueryError) -> PayflowError {
     match e {

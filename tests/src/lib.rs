@@ -278,6 +278,18 @@ pub fn payment_request(order_no: &str, amount: &str) -> PaymentRequest {
     }
 }
 
+/// Waits until the merchant accepted at least one callback; returns the accepted ones.
+pub async fn accepted_callbacks(app: &Stack) -> Vec<payflow::merchant_receiver::ReceivedCallback> {
+    let got = app
+        .merchant
+        .wait_for(Duration::from_secs(45), |got| {
+            got.iter().any(|c| c.answered == 200)
+        })
+        .await
+        .expect("the merchant accepted a callback in time");
+    got.into_iter().filter(|c| c.answered == 200).collect()
+}
+
 /// Waits until the payment's `status` query satisfies `pred`, or panics naming `what`.
 pub async fn payment_where(
     app: &Stack,

@@ -58,12 +58,7 @@ async fn happy_path_via_notification(db: Db) {
             .all(|v| *v == 0)
     );
 
-    let callbacks = app
-        .merchant
-        .wait_for(DEADLINE, |got| got.iter().any(|c| c.answered == 200))
-        .await
-        .expect("merchant callback");
-    let ok: Vec<_> = callbacks.iter().filter(|c| c.answered == 200).collect();
+    let ok = payflow_tests::accepted_callbacks(&app).await;
     assert_eq!(ok.len(), 1);
     assert!(ok[0].signature_valid);
     assert_eq!(ok[0].body["type"], "payment.succeeded");
@@ -200,11 +195,7 @@ async fn unpaid_order_closes_at_expiry() {
             .unwrap()
             .is_empty()
     );
-    let got = app
-        .merchant
-        .wait_for(DEADLINE, |got| got.iter().any(|c| c.answered == 200))
-        .await
-        .expect("merchant told");
+    let got = payflow_tests::accepted_callbacks(&app).await;
     assert_eq!(got[0].body["type"], "payment.closed");
     // The customer cannot pay a closed trade.
     assert!(!app.sandbox.pay(&prepay.order_id));

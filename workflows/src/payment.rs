@@ -17,7 +17,6 @@ use payflow_activities::payment::{
 };
 use payflow_activities::store::orders::Order;
 use payflow_client::definitions::{names, search_attributes as sa, task_queues};
-use payflow_client::ids::payment_workflow_id;
 use payflow_client::{
     ChannelNotice, EventId, NotificationRequest, PayState, PaymentRequest, PaymentStatus, Prepay,
     Priority,
@@ -431,9 +430,4 @@ async fn wait_for_handlers(ctx: &mut WorkflowContext<Payment>) -> WorkflowResult
     ctx.wait_condition(move |_| view.all_handlers_finished())
         .await?;
     Ok(())
-}
-
-/// The workflow id of a payment (re-exported for the worker and tests).
-pub fn workflow_id(req: &PaymentRequest) -> String {
-    payment_workflow_id(&req.merchant_id, &req.merchant_order_no)
 }
