@@ -7,7 +7,7 @@
 //! - `notify/`: signed HTTP delivery of merchant callbacks;
 //! - `crypto/`: RSA2 and Standard Webhooks signatures;
 //! - `merchants`, `routing`, `risk`: configured merchants, products and risk limits;
-//! - `payment`, `notification`: the Temporal activities workflows call.
+//! - `payment`, `refund`, `notification`: the Temporal activities workflows call.
 
 pub mod accounting;
 pub mod channels;
@@ -16,6 +16,7 @@ pub mod merchants;
 pub mod notification;
 pub mod notify;
 pub mod payment;
+pub mod refund;
 pub mod risk;
 pub mod routing;
 pub mod services;
@@ -24,4 +25,5 @@ pub mod tls;
 
 pub use notification::NotifyActivities;
 pub use payment::PaymentActivities;
+pub use refund::RefundActivities;
 pub use services::{PaymentTiming, Services, SharedServices};

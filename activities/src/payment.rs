@@ -57,6 +57,11 @@ pub struct MoveOrder {
     pub from: PayState,
     pub to: PayState,
     pub failure: Option<ChannelFailure>,
+    /// What the channel collected (kept on an order in `Exception` for the operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paid_amount: Option<Money>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_trade_no: Option<String>,
 }
 
 pub struct PaymentActivities {
@@ -69,22 +74,22 @@ impl PaymentActivities {
     }
 }
 
-fn transient(e: impl std::fmt::Display) -> ActivityError {
+pub(crate) fn transient(e: impl std::fmt::Display) -> ActivityError {
     ActivityError::application(ApplicationFailure::new(e.to_string()))
 }
 
-fn fatal(e: impl std::fmt::Display) -> ActivityError {
+pub(crate) fn fatal(e: impl std::fmt::Display) -> ActivityError {
     ActivityError::application(ApplicationFailure::non_retryable(e.to_string()))
 }
 
-fn store_err(e: StoreError) -> ActivityError {
+pub(crate) fn store_err(e: StoreError) -> ActivityError {
     match e {
         StoreError::Db(_) | StoreError::Migrate(_) => transient(e),
         other => fatal(other),
     }
 }
 
-fn channel_err(e: ChannelError) -> ActivityError {
+pub(crate) fn channel_err(e: ChannelError) -> ActivityError {
     // Untrusted answers are retried too: a forged or garbled response must not end a payment.
     transient(e)
 }
@@ -112,6 +117,41 @@ impl PaymentActivities {
             .cloned()
             .ok_or_else(|| fatal(format!("channel {} not configured", order.channel)))?;
         Ok((order, channel))
+    }
+}
+
+impl PaymentActivities {
+    /// `from -> Succeeded` with the payment's ledger entry (amount, less the product's fee) in
+    /// one transaction. The fee rate is the product's as configured at settlement.
+    async fn settle(
+        &self,
+        order: &Order,
+        from: PayState,
+        paid: Money,
+        patch: OrderPatch,
+    ) -> Result<Order, ActivityError> {
+        let s = &self.services;
+        let fee = s
+            .routing
+            .product(&order.product_id)
+            .and_then(|p| accounting::fee_for(paid, p.fee_rate));
+        let booking = accounting::payment_succeeded(
+            &order.order_id,
+            &order.channel,
+            &order.merchant_id,
+            paid,
+            fee,
+        );
+        s.store
+            .transition_with_entry(
+                &order.order_id,
+                from,
+                PayState::Succeeded,
+                &patch,
+                Some(&booking),
+            )
+            .await
+            .map_err(store_err)
     }
 }
 
@@ -272,28 +312,18 @@ impl PaymentActivities {
         _ctx: ActivityContext,
         input: SettlePaid,
     ) -> Result<Order, ActivityError> {
-        let s = &self.services;
         let order = self.order(&input.order_id).await?;
-        let entry = accounting::payment_succeeded(
-            &order.order_id,
-            &order.channel,
-            &order.merchant_id,
+        self.settle(
+            &order,
+            PayState::Pending,
             input.paid_amount,
-        );
-        s.store
-            .transition_with_entry(
-                &order.order_id,
-                PayState::Pending,
-                PayState::Succeeded,
-                &OrderPatch {
-                    channel_trade_no: input.channel_trade_no,
-                    paid_amount: Some(input.paid_amount),
-                    failure: None,
-                },
-                Some(&entry),
-            )
-            .await
-            .map_err(store_err)
+            OrderPatch {
+                channel_trade_no: input.channel_trade_no,
+                paid_amount: Some(input.paid_amount),
+                failure: None,
+            },
+        )
+        .await
     }
 
     /// A plain compare-and-set state change with no money movement (close, fail).
@@ -311,10 +341,27 @@ impl PaymentActivities {
                 input.to,
                 &OrderPatch {
                     failure: input.failure,
-                    ..Default::default()
+                    paid_amount: input.paid_amount,
+                    channel_trade_no: input.channel_trade_no,
                 },
             )
             .await
             .map_err(store_err)
+    }
+
+    /// An operator accepted an exception payment: `Exception -> Succeeded` with the amount
+    /// actually collected posted to the ledger, in one transaction.
+    #[activity]
+    pub async fn accept_exception(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        order_id: String,
+    ) -> Result<Order, ActivityError> {
+        let order = self.order(&order_id).await?;
+        let paid = order
+            .paid_amount
+            .ok_or_else(|| fatal(format!("order {order_id} has no collected amount")))?;
+        self.settle(&order, PayState::Exception, paid, OrderPatch::default())
+            .await
     }
 }

@@ -14,6 +14,9 @@ pub struct Product {
     /// Smallest and largest amount this product accepts (in the payment's currency).
     pub min_amount: Option<Decimal>,
     pub max_amount: Option<Decimal>,
+    /// Our fee as a fraction of the amount (e.g. `0.006`), charged to the merchant when the
+    /// payment succeeds.
+    pub fee_rate: Decimal,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -46,6 +49,13 @@ impl Routing {
         } else {
             self.disabled_channels.insert(channel.to_string());
         }
+    }
+
+    /// A configured product, enabled or not (settlement looks up its fee after routing).
+    pub fn product(&self, id: &str) -> Option<&Product> {
+        ProductId::parse(id)
+            .ok()
+            .and_then(|id| self.products.get(&id))
     }
 
     /// The product (and so the channel) that serves this payment.
@@ -86,6 +96,7 @@ mod tests {
             enabled: true,
             min_amount: Some("0.10".parse().unwrap()),
             max_amount: Some("5000".parse().unwrap()),
+            fee_rate: Decimal::ZERO,
         });
         r.insert(Product {
             id: ProductId::parse("old").unwrap(),
@@ -93,6 +104,7 @@ mod tests {
             enabled: false,
             min_amount: None,
             max_amount: None,
+            fee_rate: Decimal::ZERO,
         });
         r
     }

@@ -1,153 +1,18 @@
-//! The store suite, run against both backends: each case is written once as
-//! `async fn case_x(store: Store)` and `backend_tests!` turns it into `sqlite_x` (a fresh
-//! temp-file database) and `postgres_x` (a fresh database on the server at `DATABASE_URL`,
-//! default `postgres://postgres@127.0.0.1:5432/test`).
-//!
-//! The PostgreSQL tests print `skipping postgres: <reason>` and pass when the server cannot be
-//! reached, unless `PAYFLOW_REQUIRE_POSTGRES=1` is set, in which case they fail.
+//! The store suite, run against both backends (see `common`): orders, their transitions with
+//! ledger bookings, channel notices.
+
+#[macro_use]
+mod common;
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::time::Duration;
 
-use payflow_activities::accounting;
+use payflow_activities::accounting::{self, Booking};
 use payflow_activities::store::Store;
 use payflow_activities::store::StoreError;
 use payflow_activities::store::ledger::{JournalEntry, Posting};
 use payflow_activities::store::notices::NoticeRecord;
 use payflow_activities::store::orders::{NewOrder, OrderPatch};
 use payflow_client::{Currency, Money, PayState};
-use sqlx::{Connection, PgConnection};
-
-const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-// ---------------------------------------------------------------------------------------------
-// Backends
-// ---------------------------------------------------------------------------------------------
-
-/// Runs `case` on its own task so that a failing assertion still lets the caller clean up;
-/// the caller re-raises the panic with [`finish`] once its database is gone.
-async fn run_case<F>(store: Store, case: fn(Store) -> F) -> Result<(), tokio::task::JoinError>
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    let outcome = tokio::spawn(case(store.clone())).await;
-    store.close().await;
-    outcome
-}
-
-fn finish(outcome: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = outcome {
-        match e.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(e) => panic!("test task did not finish: {e}"),
-        }
-    }
-}
-
-async fn with_sqlite<F>(case: fn(Store) -> F)
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    let path = std::env::temp_dir().join(format!(
-        "payflow_store_{}.db",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let url = format!("sqlite://{}", path.display());
-    let outcome = match Store::connect(&url).await {
-        Ok(store) => run_case(store, case).await,
-        Err(e) => {
-            remove_sqlite_files(&path);
-            panic!("connect {url}: {e}");
-        }
-    };
-    remove_sqlite_files(&path);
-    finish(outcome);
-}
-
-fn remove_sqlite_files(path: &std::path::Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.to_path_buf().into_os_string();
-        p.push(suffix);
-        let _ = std::fs::remove_file(p);
-    }
-}
-
-fn postgres_required() -> bool {
-    std::env::var("PAYFLOW_REQUIRE_POSTGRES").is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
-async fn admin_connect(url: &str) -> Result<PgConnection, String> {
-    match tokio::time::timeout(Duration::from_secs(10), PgConnection::connect(url)).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(format!("cannot connect to {url}: {e}")),
-        Err(_) => Err(format!("cannot connect to {url}: timed out after 10s")),
-    }
-}
-
-async fn with_postgres<F>(case: fn(Store) -> F)
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    let base = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_string());
-    let mut admin = match admin_connect(&base).await {
-        Ok(conn) => conn,
-        Err(reason) if !postgres_required() => {
-            eprintln!("skipping postgres: {reason}");
-            return;
-        }
-        Err(reason) => {
-            panic!("PAYFLOW_REQUIRE_POSTGRES is set and postgres is unavailable: {reason}")
-        }
-    };
-
-    let name = format!("payflow_t_{}", uuid::Uuid::new_v4().simple());
-    sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut admin)
-        .await
-        .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
-    let mut url = url::Url::parse(&base).unwrap_or_else(|e| panic!("DATABASE_URL {base:?}: {e}"));
-    url.set_path(&format!("/{name}"));
-
-    let outcome = match Store::connect(url.as_str()).await {
-        Ok(store) => run_case(store, case).await,
-        Err(e) => {
-            drop_database(&mut admin, &name).await;
-            panic!("connect {url}: {e}");
-        }
-    };
-    drop_database(&mut admin, &name).await;
-    let _ = admin.close().await;
-    finish(outcome);
-}
-
-/// Best effort: a database left behind only costs disk space on a test server.
-async fn drop_database(admin: &mut PgConnection, name: &str) {
-    if let Err(e) = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .execute(&mut *admin)
-        .await
-    {
-        eprintln!("warning: could not drop test database {name}: {e}");
-    }
-}
-
-/// `backend_tests! { case_x => sqlite_x, postgres_x; ... }` turns each case into one test per
-/// backend, each on a fresh database.
-macro_rules! backend_tests {
-    ($($case:ident => $sqlite:ident, $postgres:ident;)*) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $sqlite() {
-                with_sqlite($case).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $postgres() {
-                with_postgres($case).await;
-            }
-        )*
-    };
-}
 
 backend_tests! {
     case_create_order_idempotent => sqlite_create_order_idempotent, postgres_create_order_idempotent;
@@ -356,7 +221,8 @@ async fn case_transition_cas(store: Store) {
 async fn case_transition_with_entry_posts_once(store: Store) {
     let amount = cny("9.99");
     pending_order(&store, "o-1", amount).await;
-    let entry = accounting::payment_succeeded("o-1", "alipay", "m1", amount);
+    let booking = accounting::payment_succeeded("o-1", "alipay", "m1", amount, None);
+    let entry = booking.entry.clone();
     let patch = succeeded_patch(amount);
 
     let succeeded = store
@@ -365,7 +231,7 @@ async fn case_transition_with_entry_posts_once(store: Store) {
             PayState::Pending,
             PayState::Succeeded,
             &patch,
-            Some(&entry),
+            Some(&booking),
         )
         .await
         .unwrap();
@@ -384,7 +250,7 @@ async fn case_transition_with_entry_posts_once(store: Store) {
             PayState::Pending,
             PayState::Succeeded,
             &patch,
-            Some(&entry),
+            Some(&booking),
         )
         .await
         .unwrap();
@@ -415,6 +281,23 @@ async fn case_transition_with_entry_posts_once(store: Store) {
             .unwrap(),
         (0, 0)
     );
+    // The booking opened both accounts with the chart's definitions, in the same transaction.
+    let payable = store
+        .account_balance(&accounting::merchant_payable("m1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        payable.account,
+        accounting::merchant_payable_account("m1", Currency::Cny)
+    );
+    assert_eq!(payable.credits_posted, amount);
+    assert_eq!(payable.posted_net(), amount);
+    let clearing = store
+        .account_balance(&accounting::channel_clearing("alipay"))
+        .await
+        .unwrap();
+    assert_eq!(clearing.debits_posted, amount);
+    assert!(clearing.credits_posted.is_zero());
 }
 
 async fn case_unbalanced_entry_refused(store: Store) {
@@ -431,13 +314,17 @@ async fn case_unbalanced_entry_refused(store: Store) {
             Posting::credit(accounting::merchant_payable("m1"), cny("19.99")),
         ],
     };
+    let accounts = accounting::payment_succeeded("o-1", "alipay", "m1", amount, None).accounts;
     match store
         .transition_with_entry(
             "o-1",
             PayState::Pending,
             PayState::Succeeded,
             &succeeded_patch(amount),
-            Some(&unbalanced),
+            Some(&Booking {
+                accounts: accounts.clone(),
+                entry: unbalanced.clone(),
+            }),
         )
         .await
     {
@@ -460,17 +347,39 @@ async fn case_unbalanced_entry_refused(store: Store) {
             .all(|d| *d == 0)
     );
 
-    // post_entry refuses it too.
+    // Nor did the refused booking open its accounts.
+    for a in &accounts {
+        match store.account_balance(&a.id).await {
+            Err(StoreError::NotFound(_)) => {}
+            other => panic!("expected {} not open, got {other:?}", a.id),
+        }
+    }
+
+    // post_entry and book refuse it too.
     match store.post_entry(&unbalanced).await {
         Err(StoreError::Invalid(_)) => {}
         other => panic!("expected Invalid from post_entry, got {other:?}"),
     }
+    match store
+        .book(&Booking {
+            accounts,
+            entry: unbalanced,
+        })
+        .await
+    {
+        Err(StoreError::Invalid(_)) => {}
+        other => panic!("expected Invalid from book, got {other:?}"),
+    }
 
-    // A balanced entry posted on its own is posted once.
-    let entry = accounting::payment_succeeded("o-1", "alipay", "m1", amount);
-    assert!(store.post_entry(&entry).await.unwrap());
-    assert!(!store.post_entry(&entry).await.unwrap());
-    assert_eq!(store.entries_for_order("o-1").await.unwrap(), vec![entry]);
+    // A balanced booking on its own is posted once.
+    let booking = accounting::payment_succeeded("o-1", "alipay", "m1", amount, None);
+    assert!(store.book(&booking).await.unwrap());
+    assert!(!store.book(&booking).await.unwrap());
+    assert!(!store.post_entry(&booking.entry).await.unwrap());
+    assert_eq!(
+        store.entries_for_order("o-1").await.unwrap(),
+        vec![booking.entry]
+    );
     assert_eq!(
         store.trial_balance().await.unwrap(),
         BTreeMap::from([("CNY".to_string(), 0)])
@@ -488,12 +397,13 @@ async fn case_concurrent_transitions(store: Store) {
     let amount = cny("88.88");
     pending_order(&store, "o-1", amount).await;
     let before = store.order("o-1").await.unwrap().unwrap();
-    let entry = accounting::payment_succeeded("o-1", "alipay", "m1", amount);
+    let booking = accounting::payment_succeeded("o-1", "alipay", "m1", amount, None);
+    let entry = booking.entry.clone();
 
     let tasks: Vec<_> = (0..20)
         .map(|_| {
             let store = store.clone();
-            let entry = entry.clone();
+            let booking = booking.clone();
             tokio::spawn(async move {
                 store
                     .transition_with_entry(
@@ -501,7 +411,7 @@ async fn case_concurrent_transitions(store: Store) {
                         PayState::Pending,
                         PayState::Succeeded,
                         &succeeded_patch(amount),
-                        Some(&entry),
+                        Some(&booking),
                     )
                     .await
             })
@@ -538,6 +448,12 @@ async fn case_concurrent_transitions(store: Store) {
             .unwrap(),
         (0, 8888)
     );
+    let payable = store
+        .account_balance(&accounting::merchant_payable("m1"))
+        .await
+        .unwrap();
+    assert_eq!(payable.credits_posted, amount);
+    assert!(payable.debits_posted.is_zero());
 }
 
 async fn case_notices(store: Store) {

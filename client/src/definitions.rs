@@ -10,12 +10,14 @@ use temporalio_common::{
 };
 
 use crate::notification::{NotificationRequest, NotificationStatus};
-use crate::payment::{ChannelNotice, PaymentRequest, PaymentStatus, Prepay};
+use crate::payment::{ChannelNotice, PaymentRequest, PaymentStatus, Prepay, Resolution};
+use crate::refund::{RefundRequest, RefundStatus};
 
 /// Workflow, signal, query and update names: the wire contract.
 pub mod names {
     pub const PAYMENT: &str = "Payment";
     pub const NOTIFICATION: &str = "Notification";
+    pub const REFUND: &str = "Refund";
 
     /// Signal from the ingress: the channel says something happened to the payment.
     pub const CHANNEL_NOTIFIED: &str = "channel_notified";
@@ -23,6 +25,8 @@ pub mod names {
     pub const PREPAY: &str = "prepay";
     /// Update: the merchant closes an unpaid payment.
     pub const CLOSE: &str = "close";
+    /// Operator signal: decide a payment in `Exception` (accept or refund).
+    pub const RESOLVE: &str = "resolve";
     /// Query answered by every payflow workflow.
     pub const STATUS: &str = "status";
 
@@ -117,6 +121,19 @@ message_def!(
 );
 message_def!(
     query PaymentStatusQuery, PaymentWorkflow, names::STATUS, (), PaymentStatus
+);
+
+message_def!(
+    /// Operator decision on a payment in `Exception`.
+    signal ResolvePayment, PaymentWorkflow, names::RESOLVE, Resolution
+);
+
+workflow_def!(
+    /// `refund/{merchant}/{merchant_refund_no}`: reserve, hold, refund at the channel, confirm.
+    RefundWorkflow, names::REFUND, RefundRequest, RefundStatus
+);
+message_def!(
+    query RefundStatusQuery, RefundWorkflow, names::STATUS, (), RefundStatus
 );
 
 workflow_def!(

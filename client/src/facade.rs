@@ -11,17 +11,23 @@ use temporalio_client::{
 
 use crate::definitions::{
     ClosePayment, NotificationStatusQuery, NotificationWorkflow, PaymentStatusQuery,
-    PaymentWorkflow, PrepayUpdate, task_queues,
+    PaymentWorkflow, PrepayUpdate, RefundStatusQuery, RefundWorkflow, ResolvePayment, task_queues,
 };
-use crate::ids::{EventId, MerchantId, OrderNo, notification_workflow_id, payment_workflow_id};
+use crate::ids::{
+    EventId, MerchantId, OrderNo, RefundNo, notification_workflow_id, payment_workflow_id,
+    refund_workflow_id,
+};
 use crate::notification::{NotificationRequest, NotificationStatus, Priority};
-use crate::payment::{PayState, PaymentRequest, PaymentStatus, Prepay, RequestError};
+use crate::payment::{PayState, PaymentRequest, PaymentStatus, Prepay, RequestError, Resolution};
+use crate::refund::{RefundKind, RefundRequest, RefundRequestError, RefundStatus};
 
 /// Errors a service can act on. Server-side details are kept as text, never secrets.
 #[derive(Debug, thiserror::Error)]
 pub enum PayflowError {
     #[error("invalid request: {0}")]
     Invalid(#[from] RequestError),
+    #[error("invalid refund: {0}")]
+    InvalidRefund(#[from] RefundRequestError),
     #[error("payment rejected: {0}")]
     Rejected(String),
     #[error("conflict: {0}")]
@@ -161,6 +167,75 @@ impl Payflow {
             .execute_update(ClosePayment, (), WorkflowExecuteUpdateOptions::default())
             .await
             .map_err(update_error)
+    }
+
+    /// An operator's decision on a payment in `Exception`: keep the money paid, or return it.
+    pub async fn resolve_payment(
+        &self,
+        merchant: &MerchantId,
+        order_no: &OrderNo,
+        resolution: Resolution,
+    ) -> Result<(), PayflowError> {
+        let id = payment_workflow_id(merchant, order_no);
+        self.client
+            .get_workflow_handle::<PaymentWorkflow>(id.clone())
+            .signal(ResolvePayment, resolution, Default::default())
+            .await
+            .map_err(|e| PayflowError::Temporal(e.to_string()))
+    }
+
+    /// Starts (or joins) a refund of a paid order. Idempotent by merchant refund no: the same
+    /// refund no is one refund, also after it finished. Returns at once; follow it with
+    /// [`Payflow::refund_status`] or wait for it with [`Payflow::refund_result`].
+    pub async fn refund(&self, mut req: RefundRequest) -> Result<(), PayflowError> {
+        req.validate()?;
+        // Only payflow itself refunds late or exception payments.
+        req.kind = RefundKind::Merchant;
+        let id = refund_workflow_id(&req.merchant_id, &req.merchant_refund_no);
+        let options = WorkflowStartOptions::new(task_queues::PAYMENTS, id)
+            .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+            .static_summary(format!(
+                "refund {} {} of order {}",
+                req.merchant_id, req.amount, req.merchant_order_no
+            ))
+            .build();
+        match self
+            .client
+            .start_workflow(RefundWorkflow, req, options)
+            .await
+        {
+            Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(()),
+            Err(e) => Err(PayflowError::Temporal(e.to_string())),
+        }
+    }
+
+    /// The refund's current status (also after it finished).
+    pub async fn refund_status(
+        &self,
+        merchant: &MerchantId,
+        refund_no: &RefundNo,
+    ) -> Result<RefundStatus, PayflowError> {
+        let id = refund_workflow_id(merchant, refund_no);
+        self.client
+            .get_workflow_handle::<RefundWorkflow>(id.clone())
+            .query(RefundStatusQuery, (), WorkflowQueryOptions::default())
+            .await
+            .map_err(|e| query_error(&id, e))
+    }
+
+    /// Waits until the refund is definite (`Succeeded` or `Failed`) and returns it.
+    pub async fn refund_result(
+        &self,
+        merchant: &MerchantId,
+        refund_no: &RefundNo,
+    ) -> Result<RefundStatus, PayflowError> {
+        let id = refund_workflow_id(merchant, refund_no);
+        self.client
+            .get_workflow_handle::<RefundWorkflow>(id.clone())
+            .get_result(Default::default())
+            .await
+            .map_err(|e| PayflowError::Temporal(e.to_string()))
     }
 
     /// Asks payflow to deliver an event to a merchant's notify URL (idempotent by event id).

@@ -85,6 +85,10 @@ validated_id!(
     OrderNo, "merchant order no", 64
 );
 validated_id!(
+    /// The merchant's own refund number: the idempotency key of a refund; unique per merchant.
+    RefundNo, "merchant refund no", 64
+);
+validated_id!(
     /// A product id: what the merchant sells through which channel (routing input).
     ProductId, "product id", 32
 );
@@ -96,6 +100,11 @@ validated_id!(
 /// `pay/{merchant}/{merchant_order_no}`
 pub fn payment_workflow_id(merchant: &MerchantId, order_no: &OrderNo) -> String {
     format!("pay/{merchant}/{order_no}")
+}
+
+/// `refund/{merchant}/{merchant_refund_no}`
+pub fn refund_workflow_id(merchant: &MerchantId, refund_no: &RefundNo) -> String {
+    format!("refund/{merchant}/{refund_no}")
 }
 
 /// `notify/{merchant}/{event_id}`
@@ -122,6 +131,8 @@ mod tests {
         let m = MerchantId::parse("m1").unwrap();
         let o = OrderNo::parse("o-42").unwrap();
         assert_eq!(payment_workflow_id(&m, &o), "pay/m1/o-42");
+        let r = RefundNo::parse("r-1").unwrap();
+        assert_eq!(refund_workflow_id(&m, &r), "refund/m1/r-1");
         let e = EventId::parse("pay-abc-succeeded").unwrap();
         assert_eq!(
             notification_workflow_id(&m, &e),

@@ -4,8 +4,8 @@
 //! ids, the typed workflow definitions ([`definitions`]) and the [`Payflow`] facade over the
 //! Temporal client. Light on purpose: no database, no HTTP server.
 //!
-//! Layout: `money` (Money, Currency), `ids` (MerchantId, OrderNo, workflow ids), `payment` and
-//! `notification` (request/status types), `definitions` (names, task queues, typed
+//! Layout: `money` (Money, Currency), `ids` (MerchantId, OrderNo, workflow ids), `payment`,
+//! `refund` and `notification` (request/status types), `definitions` (names, task queues, typed
 //! workflow/signal/query/update markers), `facade` (`Payflow`).
 
 pub mod definitions;
@@ -14,16 +14,19 @@ pub mod ids;
 pub mod money;
 pub mod notification;
 pub mod payment;
+pub mod refund;
 
 pub use facade::{Payflow, PayflowError};
-pub use ids::{EventId, IdError, MerchantId, OrderNo, ProductId};
+pub use ids::{EventId, IdError, MerchantId, OrderNo, ProductId, RefundNo};
 pub use money::{Currency, Money, MoneyError};
 pub use notification::{
     DeliveryAttempt, NotificationRequest, NotificationStatus, NotifyState, Priority,
 };
 pub use payment::{
     ChannelFailure, ChannelNotice, PayState, PaymentRequest, PaymentStatus, Prepay, RequestError,
+    Resolution,
 };
+pub use refund::{RefundKind, RefundRequest, RefundRequestError, RefundState, RefundStatus};
 
 /// The README's examples, compiled as doc tests so they cannot drift from the API.
 #[doc = include_str!("../../README.md")]

@@ -143,6 +143,15 @@ pub struct ChannelNotice {
     pub total_amount: Option<String>,
 }
 
+/// An operator's decision on a payment in `Exception` (the `resolve` signal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Resolution {
+    /// Keep the money actually paid: the order succeeds with the paid amount.
+    Accept,
+    /// Return the money actually paid to the customer; the order ends `Refunded`.
+    Refund,
+}
+
 /// The payment as services and operators see it (the workflow's `status` query).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PaymentStatus {
@@ -162,6 +171,12 @@ pub struct PaymentStatus {
     pub queries_made: u32,
     pub paid_at_ms: Option<i64>,
     pub closed_at_ms: Option<i64>,
+    /// What the channel collected, when it differs from `amount` (an exception to resolve).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paid_amount: Option<Money>,
+    /// The operator's decision on an exception, once made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<Resolution>,
 }
 
 #[cfg(test)]

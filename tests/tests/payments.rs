@@ -48,7 +48,21 @@ async fn happy_path_via_notification(db: Db) {
     assert_eq!(order.paid_amount, Some(req.amount));
     let entries = app.store.entries_for_order(&prepay.order_id).await.unwrap();
     assert_eq!(entries.len(), 1, "exactly one ledger entry");
-    assert_eq!(entries[0].postings[0].debit_minor, 1234);
+    // The channel owes us 12.34; we owe the merchant 12.27 and keep the 0.6 % fee (0.07404,
+    // rounded half-up to 0.07).
+    let postings: Vec<(&str, i64, i64)> = entries[0]
+        .postings
+        .iter()
+        .map(|p| (p.account_id.as_str(), p.debit_minor, p.credit_minor))
+        .collect();
+    assert_eq!(
+        postings,
+        vec![
+            ("channel:alipay:clearing", 1234, 0),
+            ("merchant:demo:payable", 0, 1227),
+            ("platform:fees", 0, 7),
+        ]
+    );
     assert!(
         app.store
             .trial_balance()

@@ -335,6 +335,9 @@ pub struct ProductConfig {
     /// Amount range the product accepts (decimal strings), when set.
     pub min_amount: Option<rust_decimal::Decimal>,
     pub max_amount: Option<rust_decimal::Decimal>,
+    /// Our fee as a fraction of each payment (e.g. "0.006"), default none.
+    #[serde(default)]
+    pub fee_rate: rust_decimal::Decimal,
 }
 
 fn yes() -> bool {
@@ -441,6 +444,13 @@ impl Config {
                 return Err(key_err(
                     format!("products[{i}].channel"),
                     format!("no channel named {:?}", p.channel),
+                ));
+            }
+            if p.fee_rate < rust_decimal::Decimal::ZERO || p.fee_rate >= rust_decimal::Decimal::ONE
+            {
+                return Err(key_err(
+                    format!("products[{i}].fee_rate"),
+                    "must be at least 0 and below 1",
                 ));
             }
         }

@@ -4,7 +4,8 @@
 //! replay (a notify id seen before is acknowledged and changes nothing); then the payment's
 //! workflow is signalled. The channel's acknowledgement is sent only after Temporal accepted
 //! the signal; otherwise 503 so the channel retries. A notification for an unknown order is
-//! recorded for operators, not dropped. Errors map to HTTP in one place ([`IngressError`]).
+//! recorded for operators, not dropped. A payment notice for an order already closed starts a
+//! late-payment refund instead. Errors map to HTTP in one place ([`IngressError`]).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -19,11 +20,16 @@ use axum::routing::post;
 use payflow_activities::Services;
 use payflow_activities::channels::NoticeError;
 use payflow_activities::store::notices::NoticeRecord;
-use payflow_client::definitions::{ChannelNotified, PaymentWorkflow};
-use payflow_client::ids::payment_workflow_id;
-use payflow_client::{ChannelNotice, MerchantId, OrderNo, Payflow};
-use temporalio_client::WorkflowSignalOptions;
-use temporalio_client::errors::WorkflowInteractionError;
+use payflow_activities::store::orders::Order;
+use payflow_client::definitions::{ChannelNotified, PaymentWorkflow, RefundWorkflow, task_queues};
+use payflow_client::ids::{payment_workflow_id, refund_workflow_id};
+use payflow_client::{
+    ChannelNotice, MerchantId, OrderNo, PayState, Payflow, RefundKind, RefundNo, RefundRequest,
+};
+use temporalio_client::errors::{WorkflowInteractionError, WorkflowStartError};
+use temporalio_client::{
+    WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowSignalOptions, WorkflowStartOptions,
+};
 
 use crate::config::IngressConfig;
 
@@ -140,6 +146,14 @@ async fn notify(
         None => {
             tracing::warn!(channel = %channel_name, out_trade_no = %notice.out_trade_no, "notification for an unknown order recorded for operators");
         }
+        // The customer paid an order we already closed: its payment workflow has decided, so
+        // the money goes back through a late-payment refund, which first confirms with the
+        // channel that it really was paid.
+        Some(order) if order.state == PayState::Closed && claims_paid(&notice.trade_status) => {
+            let workflow_id = start_late_payment_refund(&st, &order).await?;
+            tracing::warn!(%workflow_id, notify_id = %notice.notify_id, "payment after close: late-payment refund started");
+            record.workflow_id = Some(workflow_id);
+        }
         Some(order) => {
             let merchant =
                 MerchantId::parse(&order.merchant_id).map_err(|e| unavailable("order", e))?;
@@ -181,6 +195,50 @@ async fn notify(
         .await
         .map_err(|e| unavailable("store", e))?;
     Ok(ack.into_response())
+}
+
+/// Whether the channel's status word says the customer paid (Alipay's words; a channel's
+/// notice is still only a claim until the refund workflow's query confirms it).
+fn claims_paid(trade_status: &str) -> bool {
+    matches!(trade_status, "TRADE_SUCCESS" | "TRADE_FINISHED")
+}
+
+/// Starts (or finds) `refund/{merchant}/late-{order_id}` for the whole collected amount.
+async fn start_late_payment_refund(
+    st: &IngressState,
+    order: &Order,
+) -> Result<String, IngressError> {
+    let merchant = MerchantId::parse(&order.merchant_id).map_err(|e| unavailable("order", e))?;
+    let order_no = OrderNo::parse(&order.merchant_order_no).map_err(|e| unavailable("order", e))?;
+    let refund_no =
+        RefundNo::parse(format!("late-{}", order.order_id)).map_err(|e| unavailable("order", e))?;
+    let workflow_id = refund_workflow_id(&merchant, &refund_no);
+    let request = RefundRequest {
+        merchant_id: merchant,
+        merchant_order_no: order_no,
+        merchant_refund_no: refund_no,
+        // A hint only: the refund returns what the channel confirms it collected.
+        amount: order.amount,
+        reason: "payment received after the order was closed".into(),
+        kind: RefundKind::LatePayment,
+    };
+    let options = WorkflowStartOptions::new(task_queues::PAYMENTS, workflow_id.clone())
+        .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+        .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+        .static_summary(format!(
+            "return a late payment on closed order {}",
+            order.merchant_order_no
+        ))
+        .build();
+    match st
+        .payflow
+        .temporal()
+        .start_workflow(RefundWorkflow, request, options)
+        .await
+    {
+        Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(workflow_id),
+        Err(e) => Err(unavailable("temporal", e)),
+    }
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> IngressError {

@@ -6,8 +6,11 @@
 //! - `sandbox`: a local channel speaking the Alipay protocol;
 //! - `merchant_receiver`: a merchant endpoint that verifies callbacks (dev and tests);
 //! - `devserver`, `devkeys`, `stack`, `dev`: the all-in-one `payflow dev`;
-//! - `telemetry`, `tracing_interceptor`: logging, with activity spans naming whose payment it is.
+//! - `telemetry`, `tracing_interceptor`: logging, with activity spans naming whose payment it is;
+//! - `cli_ledger`, `bench_ledger`: `payflow ledger ...` queries and `payflow bench ledger`.
 
+pub mod bench_ledger;
+pub mod cli_ledger;
 pub mod config;
 pub mod dev;
 pub mod devkeys;

@@ -37,6 +37,22 @@ enum Command {
         #[arg(long, default_value = "payflow.toml")]
         config: PathBuf,
     },
+    /// Ledger queries: account balance, entries of an order, trial balance.
+    Ledger {
+        #[command(subcommand)]
+        command: payflow::cli_ledger::LedgerCommand,
+    },
+    /// Benchmarks (they print figures; they are not tests).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Postings per second into one hot account vs spread over many, per database.
+    Ledger(payflow::bench_ledger::BenchLedgerArgs),
 }
 
 #[tokio::main]
@@ -71,5 +87,9 @@ async fn main() -> anyhow::Result<()> {
             println!("{}: ok", config.display());
             Ok(())
         }
+        Command::Ledger { command } => payflow::cli_ledger::run(command).await,
+        Command::Bench {
+            command: BenchCommand::Ledger(args),
+        } => payflow::bench_ledger::run(args).await,
     }
 }

@@ -200,6 +200,7 @@ expect_body = "success"
 [[products]]
 id = "{PRODUCT}"
 channel = "{CHANNEL}"
+fee_rate = "0.006"
 {extra}
 "#,
         temporal = o.temporal_address,

@@ -14,10 +14,12 @@ use payflow_activities::merchants::{Merchant, MerchantStatus, Merchants};
 use payflow_activities::notify::{Deliverer, DeliveryPolicy};
 use payflow_activities::routing::{Product, Routing};
 use payflow_activities::store::Store;
-use payflow_activities::{NotifyActivities, PaymentActivities, PaymentTiming, Services};
+use payflow_activities::{
+    NotifyActivities, PaymentActivities, PaymentTiming, RefundActivities, Services,
+};
 use payflow_client::definitions::task_queues;
 use payflow_client::{MerchantId, Payflow, ProductId};
-use payflow_workflows::{Notification, Payment};
+use payflow_workflows::{Notification, Payment, Refund};
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tokio::net::TcpListener;
@@ -129,6 +131,7 @@ pub async fn build_services(config: &Config) -> Result<Services, StartupError> {
             enabled: p.enabled,
             min_amount: p.min_amount,
             max_amount: p.max_amount,
+            fee_rate: p.fee_rate,
         });
     }
     for c in &config.channels {
@@ -236,7 +239,10 @@ impl App {
             let built = if queue == task_queues::PAYMENTS {
                 opts.register_workflow::<Payment>()
                     .map_err(|e| StartupError::Worker(e.to_string()))?
+                    .register_workflow::<Refund>()
+                    .map_err(|e| StartupError::Worker(e.to_string()))?
                     .register_activities(PaymentActivities::new(self.services.clone()))
+                    .register_activities(RefundActivities::new(self.services.clone()))
                     .build()
             } else {
                 opts.register_workflow::<Notification>()

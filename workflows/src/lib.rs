@@ -1,15 +1,17 @@
 //! # payflow-workflows
 //!
 //! Deterministic workflow code: no I/O, no clocks, no randomness except through the workflow
-//! context. Each business noun has its workflow (`payment`, `notification`) and its pure state
+//! context. Each business noun has its workflow (`payment`, `refund`, `notification`) and its pure state
 //! machine under `state/`. Activities are named through their typed definitions from
 //! `payflow-activities`; workflow code never calls store or HTTP code directly.
 
 pub mod notification;
 pub mod options;
 pub mod payment;
+pub mod refund;
 pub mod schedule;
 pub mod state;
 
 pub use notification::Notification;
 pub use payment::Payment;
+pub use refund::Refund;

@@ -6,7 +6,12 @@
 //! 3. wait, racing the channel's notification (a signal from the ingress) against an active
 //!    query schedule; a notification is never trusted alone: a channel query confirms it;
 //! 4. paid: `Succeeded` and the ledger entry in one transaction, then the merchant callback
-//!    (a child workflow that outlives this one); expired: close at the channel, `Closed`.
+//!    (a child workflow that outlives this one); expired: close at the channel, `Closed`;
+//! 5. paid a different amount: `Exception`, nothing posted, until an operator's `resolve`
+//!    signal accepts the money paid or returns it through a child Refund workflow.
+//!
+//! A payment that arrives after `Closed` is not this workflow's business any more: the ingress
+//! (or reconciliation) starts a late-payment Refund workflow for it.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -18,8 +23,8 @@ use payflow_activities::payment::{
 use payflow_activities::store::orders::Order;
 use payflow_client::definitions::{names, search_attributes as sa, task_queues};
 use payflow_client::{
-    ChannelNotice, EventId, NotificationRequest, PayState, PaymentRequest, PaymentStatus, Prepay,
-    Priority,
+    ChannelNotice, EventId, Money, NotificationRequest, PayState, PaymentRequest, PaymentStatus,
+    Prepay, Priority, RefundKind, RefundNo, RefundRequest, RefundState, Resolution,
 };
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
@@ -29,6 +34,7 @@ use temporalio_sdk::{
 
 use crate::notification::Notification;
 use crate::options::{now_ms, side_effect};
+use crate::refund::Refund;
 use crate::state::payment::{PayEvent, transition};
 
 #[workflow]
@@ -41,6 +47,8 @@ pub struct Payment {
     close_requested: bool,
     /// Notify ids already counted, so duplicates change nothing.
     seen_notify_ids: BTreeSet<String>,
+    /// An operator's decision on an exception, not yet acted on.
+    pending_resolution: Option<Resolution>,
 }
 
 type HandlerError = Box<dyn std::error::Error + Send + Sync>;
@@ -64,6 +72,8 @@ impl Payment {
             queries_made: 0,
             paid_at_ms: None,
             closed_at_ms: None,
+            paid_amount: None,
+            resolution: None,
         };
         Payment {
             request,
@@ -71,6 +81,7 @@ impl Payment {
             rejection: None,
             close_requested: false,
             seen_notify_ids: BTreeSet::new(),
+            pending_resolution: None,
         }
     }
 
@@ -194,6 +205,8 @@ impl Payment {
                         from: PayState::Pending,
                         to: PayState::Closed,
                         failure: None,
+                        paid_amount: None,
+                        channel_trade_no: None,
                     },
                     side_effect("close order"),
                 )
@@ -215,6 +228,15 @@ impl Payment {
         // Duplicates (same notify id) are counted once; the notice only triggers a query.
         if self.seen_notify_ids.insert(notice.notify_id) {
             self.status.notices_received += 1;
+        }
+    }
+
+    /// Operator decision on a payment in `Exception`; ignored in any other state (a signal
+    /// cannot be refused, so a stray one must be harmless).
+    #[signal(name = names::RESOLVE)]
+    pub fn resolve(&mut self, _ctx: &mut SyncWorkflowContext<Self>, resolution: Resolution) {
+        if self.status.state == PayState::Exception && self.pending_resolution.is_none() {
+            self.pending_resolution = Some(resolution);
         }
     }
 
@@ -345,13 +367,17 @@ impl Payment {
                         code: "payflow.AMOUNT_MISMATCH".into(),
                         message: format!("paid {paid_amount}, order is {}", order.amount),
                     }),
+                    paid_amount: Some(paid_amount),
+                    channel_trade_no: q.channel_trade_no.clone(),
                 },
                 side_effect("amount mismatch: order to Exception"),
             )
             .await?;
-            return Self::apply(ctx, PayEvent::AmountMismatch, |s| {
+            Self::apply(ctx, PayEvent::AmountMismatch, |s| {
                 s.status.channel_trade_no = q.channel_trade_no.clone();
-            });
+                s.status.paid_amount = Some(paid_amount);
+            })?;
+            return Self::resolve_exception(ctx, order, paid_amount).await;
         }
         ctx.execute_activity(
             PaymentActivities::settle_paid,
@@ -369,6 +395,79 @@ impl Payment {
             s.status.paid_at_ms = Some(now);
         })?;
         Self::notify_merchant(ctx, order, "payment.succeeded").await
+    }
+
+    /// Waits for an operator's decision and carries it out. A refund that fails leaves the
+    /// payment in `Exception` for another decision.
+    async fn resolve_exception(
+        ctx: &mut WorkflowContext<Self>,
+        order: &Order,
+        paid_amount: Money,
+    ) -> WorkflowResult<()> {
+        // Each refund attempt is its own refund (a failed one stays on record as failed).
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            ctx.wait_condition(|s: &Self| s.pending_resolution.is_some())
+                .await?;
+            let resolution = ctx.state(|s| s.pending_resolution.expect("just waited for it"));
+            ctx.state_mut(|s| s.status.resolution = Some(resolution));
+            match resolution {
+                Resolution::Accept => {
+                    ctx.execute_activity(
+                        PaymentActivities::accept_exception,
+                        order.order_id.clone(),
+                        side_effect(format!("operator accepts {paid_amount}: order Succeeded")),
+                    )
+                    .await?;
+                    let now = now_ms(ctx.workflow_time());
+                    Self::apply(ctx, PayEvent::OperatorAccepted, |s| {
+                        s.status.paid_at_ms = Some(now)
+                    })?;
+                    return Self::notify_merchant(ctx, order, "payment.succeeded").await;
+                }
+                Resolution::Refund => {
+                    let request = ctx.state(|s| s.request.clone());
+                    let refund_no = RefundNo::parse(format!("exc-{}-{attempt}", order.order_id))
+                        .map_err(|e| ApplicationFailure::non_retryable(e.to_string()))?;
+                    let workflow_id =
+                        payflow_client::ids::refund_workflow_id(&request.merchant_id, &refund_no);
+                    let child = ctx
+                        .start_child_workflow(
+                            Refund::run,
+                            RefundRequest {
+                                merchant_id: request.merchant_id.clone(),
+                                merchant_order_no: request.merchant_order_no.clone(),
+                                merchant_refund_no: refund_no,
+                                amount: paid_amount,
+                                reason: "payment of a wrong amount returned".into(),
+                                kind: RefundKind::Exception,
+                            },
+                            ChildWorkflowOptions::builder()
+                                .workflow_id(workflow_id)
+                                .task_queue(task_queues::PAYMENTS.to_string())
+                                .static_summary(format!(
+                                    "return {paid_amount} paid on order {}",
+                                    request.merchant_order_no
+                                ))
+                                .build(),
+                        )
+                        .await
+                        .map_err(|e| ApplicationFailure::non_retryable(e.to_string()))?;
+                    let refunded = child
+                        .result()
+                        .await
+                        .map_err(|e| ApplicationFailure::non_retryable(e.to_string()))?;
+                    if refunded.state == RefundState::Succeeded {
+                        return Self::apply(ctx, PayEvent::FullyRefunded, |_| {});
+                    }
+                    ctx.state_mut(|s| {
+                        s.pending_resolution = None;
+                        s.status.resolution = None;
+                    });
+                }
+            }
+        }
     }
 
     /// Starts the merchant callback as a child that outlives this workflow.

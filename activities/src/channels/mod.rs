@@ -57,6 +57,68 @@ pub enum CloseOutcome {
     AlreadyPaid,
 }
 
+/// A refund of (part of) a paid trade.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRequest {
+    /// The paid trade's `out_trade_no`.
+    pub out_trade_no: String,
+    /// Our refund id, Alipay's `out_request_no`: the idempotency key (the same id again never
+    /// refunds twice).
+    pub out_request_no: String,
+    pub amount: Money,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefundState {
+    Succeeded,
+    /// Accepted, or the answer was not definite: confirm with a refund query.
+    Processing,
+    /// The channel's definite refusal: no money moved for this refund.
+    Failed {
+        code: String,
+        message: String,
+    },
+    /// The channel has no such refund (never received, or refused without a record).
+    NotFound,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundResult {
+    pub state: RefundState,
+    /// When succeeded: the amount this refund returned, as the channel reports it.
+    pub refunded_amount: Option<Money>,
+}
+
+/// A payout (withdrawal) to an external account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutRequest {
+    /// Our payout id = Alipay `out_biz_no` (idempotency key: submitting twice pays once).
+    pub out_biz_no: String,
+    pub amount: Money,
+    /// The payee's channel account (Alipay logon id: e-mail or phone).
+    pub payee_account: String,
+    /// The payee's real name; the channel checks it against the account.
+    pub payee_name: String,
+    pub remark: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PayoutState {
+    Succeeded {
+        channel_order_id: String,
+    },
+    /// Accepted but not final, or the answer was not definite: confirm with a payout query.
+    Processing,
+    /// The channel's definite answer that the money was not (or no longer is) paid out.
+    Failed {
+        code: String,
+        message: String,
+    },
+    /// The channel has no such payout.
+    NotFound,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChannelError {
     /// Retrying may succeed: network error, timeout, 5xx, the channel's "system busy".
@@ -99,6 +161,16 @@ pub trait Channel: Send + Sync {
     async fn precreate(&self, req: &PrecreateRequest) -> Result<PrecreateResponse, ChannelError>;
     async fn query(&self, out_trade_no: &str) -> Result<TradeQuery, ChannelError>;
     async fn close(&self, out_trade_no: &str) -> Result<CloseOutcome, ChannelError>;
+    /// Refunds (part of) a paid trade; idempotent by `out_request_no`.
+    async fn refund(&self, req: &RefundRequest) -> Result<RefundResult, ChannelError>;
+    async fn query_refund(
+        &self,
+        out_trade_no: &str,
+        out_request_no: &str,
+    ) -> Result<RefundResult, ChannelError>;
+    /// Pays out to an external account; idempotent by `out_biz_no`.
+    async fn payout(&self, req: &PayoutRequest) -> Result<PayoutState, ChannelError>;
+    async fn query_payout(&self, out_biz_no: &str) -> Result<PayoutState, ChannelError>;
     /// Verifies an incoming notification (form or body) and extracts its fields.
     fn verify_notice(
         &self,

@@ -1,14 +1,17 @@
 //! Double-entry journal: entries with a unique id, each with postings that balance per
-//! currency. Posting the same entry id twice is one entry. Which postings a business event
-//! produces is decided in `crate::accounting`, nowhere else.
+//! currency, to open accounts in their currency, within the accounts' balance flags. Posting
+//! the same entry id twice is one entry. Which postings a business event produces is decided
+//! in `crate::accounting`, nowhere else; postings are append-only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use payflow_client::{Currency, Money};
 use serde::{Deserialize, Serialize};
 use sqlx::{Any, Row, Transaction};
 
+use super::accounts::{needs_lock, per_account};
 use super::{Store, StoreError, now_ms};
+use crate::accounting::Booking;
 
 /// One side of an entry: a debit or a credit to an account, in minor units.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,13 +85,24 @@ impl JournalEntry {
 }
 
 impl Store {
-    /// Inserts an entry inside `tx`; an entry id already present is left as it is.
+    /// Inserts an entry inside `tx`. Every account must be open and in the posting's
+    /// currency, and no account's balance flag may break; otherwise the whole entry is
+    /// refused. An entry id already present is left as it is and `Ok(false)` returned, before
+    /// any check, so a retry gets the first answer even when balances moved since.
     pub(crate) async fn insert_entry(
         &self,
         tx: &mut Transaction<'static, Any>,
         entry: &JournalEntry,
     ) -> Result<bool, StoreError> {
         entry.check_balanced()?;
+        let per = per_account(entry.postings.iter().map(|p| {
+            (
+                p.account_id.as_str(),
+                p.currency,
+                p.debit_minor,
+                p.credit_minor,
+            )
+        }))?;
         let q = self.sql(
             "INSERT INTO journal_entries (entry_id, kind, order_id, created_at_ms) \
              VALUES (?, ?, ?, ?) ON CONFLICT (entry_id) DO NOTHING",
@@ -104,6 +118,34 @@ impl Store {
         if inserted == 0 {
             return Ok(false);
         }
+
+        let accounts = self.load_accounts(tx, per.keys().copied()).await?;
+        let mut to_lock = BTreeSet::new();
+        for (id, (currency, d, c)) in &per {
+            let account = accounts.get(*id).ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "entry {}: account {id} is not open",
+                    entry.entry_id
+                ))
+            })?;
+            if account.currency != *currency {
+                return Err(StoreError::Invalid(format!(
+                    "entry {}: account {id} is in {}, the posting in {currency}",
+                    entry.entry_id, account.currency
+                )));
+            }
+            if needs_lock(account, *d, *c, true) {
+                to_lock.insert(id.to_string());
+            }
+        }
+        self.lock_accounts(tx, &to_lock).await?;
+        // Read the clock after the lock: holds that expired while we waited no longer count.
+        let now = now_ms();
+        for id in &to_lock {
+            let (_, d, c) = per[id.as_str()];
+            self.check_flags(tx, &accounts[id], d, c, true, now).await?;
+        }
+
         let q = self.sql(
             "INSERT INTO postings (entry_id, seq, account_id, currency, debit_minor, credit_minor) \
              VALUES (?, ?, ?, ?, ?, ?)",
@@ -119,10 +161,34 @@ impl Store {
                 .execute(&mut **tx)
                 .await?;
         }
+        for (id, (_, d, c)) in &per {
+            self.add_posted(tx, id, *d, *c).await?;
+        }
         Ok(true)
     }
 
-    /// Posts an entry on its own. Returns false when the entry id was already posted.
+    /// Opens the booking's accounts and posts its entry, in one transaction. Returns false when
+    /// the entry id was already posted (nothing written).
+    pub async fn book(&self, b: &Booking) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let inserted = self.book_tx(&mut tx, b).await?;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    /// [`Store::book`] inside `tx`.
+    pub(crate) async fn book_tx(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        b: &Booking,
+    ) -> Result<bool, StoreError> {
+        b.entry.check_balanced()?;
+        self.open_accounts_tx(tx, &b.accounts).await?;
+        self.insert_entry(tx, &b.entry).await
+    }
+
+    /// Posts an entry whose accounts are open. Returns false when the entry id was already
+    /// posted.
     pub async fn post_entry(&self, entry: &JournalEntry) -> Result<bool, StoreError> {
         let mut tx = self.pool().begin().await?;
         let inserted = self.insert_entry(&mut tx, entry).await?;
@@ -182,7 +248,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Posted (debit, credit) totals of one account in minor units.
+    /// Posted (debit, credit) totals of one account in minor units, recomputed from its
+    /// postings (an audit of the maintained balance; (0, 0) for an unknown account).
     pub async fn account_totals(&self, account_id: &str) -> Result<(i64, i64), StoreError> {
         let q = self.sql(
             "SELECT CAST(COALESCE(SUM(debit_minor), 0) AS BIGINT) AS d, \

@@ -7,9 +7,12 @@
 //! Layout: `orders` (payment orders, compare-and-set transitions), `ledger` (journal entries
 //! and postings), `notices` (channel notifications seen by the ingress).
 
+pub mod accounts;
+pub mod holds;
 pub mod ledger;
 pub mod notices;
 pub mod orders;
+pub mod refunds;
 
 use std::time::Duration;
 
@@ -31,6 +34,14 @@ pub enum StoreError {
     Conflict(String),
     #[error("invalid: {0}")]
     Invalid(String),
+    /// A posting or hold would break the account's balance flag; nothing was written.
+    #[error("insufficient funds in {account}: needed {needed}, available {available}")]
+    InsufficientFunds {
+        account: String,
+        needed: payflow_client::Money,
+        /// What the flag still allows; zero or negative when nothing is left.
+        available: accounts::SignedMoney,
+    },
     #[error("corrupt row: {0}")]
     Corrupt(String),
 }
@@ -139,6 +150,17 @@ impl Store {
                 }
                 out
             }
+        }
+    }
+
+    /// Row lock suffix for the rest of the transaction on PostgreSQL; empty on SQLite, whose
+    /// single connection already serialises writers. `NO KEY UPDATE`: it still serialises
+    /// lockers, but does not block the foreign-key checks (`KEY SHARE`) of inserts that
+    /// reference the row, so credits into a locked account keep flowing.
+    pub(crate) fn for_update(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR NO KEY UPDATE",
         }
     }
 

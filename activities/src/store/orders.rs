@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::ledger::JournalEntry;
 use super::{Store, StoreError, now_ms};
+use crate::accounting::Booking;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewOrder {
@@ -48,7 +48,7 @@ pub struct OrderPatch {
     pub failure: Option<ChannelFailure>,
 }
 
-const COLUMNS: &str = "order_id, merchant_id, merchant_order_no, amount_minor, currency, \
+pub(super) const COLUMNS: &str = "order_id, merchant_id, merchant_order_no, amount_minor, currency, \
     product_id, channel, subject, state, version, channel_trade_no, paid_amount_minor, \
     failure_code, failure_message, expires_at_ms, created_at_ms, updated_at_ms";
 
@@ -56,7 +56,7 @@ fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
 }
 
-fn order_from_row(row: &AnyRow) -> Result<Order, StoreError> {
+pub(super) fn order_from_row(row: &AnyRow) -> Result<Order, StoreError> {
     let currency: String = row.try_get("currency")?;
     let currency: Currency = currency.parse().map_err(corrupt)?;
     let state: String = row.try_get("state")?;
@@ -174,18 +174,19 @@ impl Store {
             .await
     }
 
-    /// Like [`Store::transition`], and posts `entry` in the same database transaction, so the
-    /// state change and its money movement are applied together or not at all.
+    /// Like [`Store::transition`], and books `entry` (opens its accounts, posts its journal
+    /// entry) in the same database transaction, so the state change and its money movement
+    /// are applied together or not at all.
     pub async fn transition_with_entry(
         &self,
         order_id: &str,
         from: PayState,
         to: PayState,
         patch: &OrderPatch,
-        entry: Option<&JournalEntry>,
+        entry: Option<&Booking>,
     ) -> Result<Order, StoreError> {
-        if let Some(e) = entry {
-            e.check_balanced()?;
+        if let Some(b) = entry {
+            b.entry.check_balanced()?;
         }
         // A lost CAS re-reads; the loop ends because every retry either wins, sees `to`, or
         // sees a state it must not overwrite.
@@ -246,8 +247,8 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            if let Some(entry) = entry {
-                self.insert_entry(&mut tx, entry).await?;
+            if let Some(booking) = entry {
+                self.book_tx(&mut tx, booking).await?;
             }
             tx.commit().await?;
             return self

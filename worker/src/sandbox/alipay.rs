@@ -1,4 +1,10 @@
-//! The sandbox's Alipay gateway: `alipay.trade.precreate`, `.query`, `.close`.
+//! The sandbox's Alipay gateway: trades (`alipay.trade.precreate`, `.query`, `.close`), refunds
+//! (`alipay.trade.refund`, `alipay.trade.fastpay.refund.query`) and transfers
+//! (`alipay.fund.trans.uni.transfer`, `alipay.fund.trans.common.query`), each in its submodule.
+
+mod payout;
+mod refund;
+mod trade;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -13,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use payflow_activities::channels::alipay::{sign, wire};
 use payflow_activities::crypto::rsa_keys::{RsaSigner, RsaVerifier};
+use rust_decimal::Decimal;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -41,7 +48,24 @@ pub enum NotifyMode {
     Twice,
 }
 
-/// Behaviour knobs for orders created from now on (each test has its own sandbox).
+/// How `alipay.fund.trans.uni.transfer` ends for new payouts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PayoutMode {
+    /// Paid at once: `SUCCESS`.
+    #[default]
+    Succeed,
+    /// `DEALING` for this long, then `SUCCESS`.
+    Dealing(Duration),
+    /// Accepted and failed: status `FAIL`, the query tells `error_code` and `fail_reason`.
+    Fail { code: String, reason: String },
+    /// Refused outright with this business error (`sub_code`, `sub_msg`); nothing recorded.
+    Decline { code: String, message: String },
+    /// Paid and recorded, but the answer is HTTP 500: the caller cannot know the outcome.
+    AppliedThen5xx,
+}
+
+/// Behaviour knobs. Trade knobs apply to orders created from now on (each test has its own
+/// sandbox); refund, payout and hang knobs to calls from now on.
 #[derive(Debug, Clone, Default)]
 pub struct Knobs {
     /// The customer pays this long after precreate; `None`: only when told to.
@@ -53,12 +77,29 @@ pub struct Knobs {
     pub decline_precreate: Option<(String, String)>,
     /// The next this-many gateway calls answer HTTP 503.
     pub server_errors: u32,
+    /// Refunds answer `fund_change: N` and read as processing in the refund query until this
+    /// long after the request, then `REFUND_SUCCESS`.
+    pub refund_processing_ms: Option<u64>,
+    /// New refunds answer this business error `(sub_code, sub_msg)`, e.g.
+    /// `ACQ.SELLER_BALANCE_NOT_ENOUGH`; a repeated `out_request_no` still gets its first answer.
+    pub refund_decline: Option<(String, String)>,
+    pub payout: PayoutMode,
+    /// Transfers above this amount (yuan) are refused with `EXCEED_LIMIT_SM_AMOUNT`.
+    pub payout_limit: Option<Decimal>,
+    /// When we close an unpaid trade, the sandbox closes it and answers success; this long
+    /// later the customer's payment arrives anyway (`TRADE_SUCCESS` in query, and notified):
+    /// the late/duplicate payment our side must refund.
+    pub pay_after_close_ms: Option<u64>,
+    /// Gateway calls of these methods (e.g. `alipay.trade.query`) are accepted and not
+    /// answered while they stay listed; clearing the knob lets them proceed.
+    pub hang_methods: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SandboxStatus {
     WaitBuyerPay,
     Success,
+    /// Closed unpaid, or refunded in full (as Alipay reads it).
     Closed,
 }
 
@@ -75,18 +116,90 @@ pub struct SandboxOrder {
     /// Notification posts made and how many were acknowledged.
     pub notifications_sent: u32,
     pub acknowledged: bool,
+    /// The customer pays this long after our close (knob `pay_after_close_ms` at precreate).
+    pub pay_after_close: Option<Duration>,
+    /// Refunds in the order they were accepted (refused ones leave no record).
+    pub refunds: Vec<SandboxRefund>,
+}
+
+impl SandboxOrder {
+    /// Refunded so far (completed refunds only).
+    pub fn refunded(&self) -> Decimal {
+        self.refunds
+            .iter()
+            .filter(|r| r.status == SandboxRefundStatus::Success)
+            .map(|r| r.amount)
+            .sum()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxRefundStatus {
+    Processing,
+    Success,
+}
+
+#[derive(Debug, Clone)]
+pub struct SandboxRefund {
+    pub out_request_no: String,
+    pub amount: Decimal,
+    pub reason: String,
+    pub status: SandboxRefundStatus,
+    /// When money moved (unix ms).
+    pub refunded_at_ms: Option<i64>,
+    /// `alipay.trade.refund` calls with this `out_request_no` (repeats included).
+    pub requests: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SandboxPayoutStatus {
+    Dealing,
+    Success,
+    Fail { code: String, reason: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct SandboxPayout {
+    pub out_biz_no: String,
+    /// Alipay's transfer order id.
+    pub order_id: String,
+    pub amount: Decimal,
+    pub payee_account: String,
+    pub payee_name: String,
+    pub remark: String,
+    pub status: SandboxPayoutStatus,
+    /// How many times money actually left for this `out_biz_no` (never more than 1).
+    pub executed: u32,
+    /// `alipay.fund.trans.uni.transfer` calls with this `out_biz_no` (repeats included).
+    pub submits: u32,
+    /// When money left (unix ms).
+    pub paid_at_ms: Option<i64>,
 }
 
 struct Inner {
     cfg: SandboxConfig,
     knobs: Mutex<Knobs>,
-    /// Gateway calls answered, by method (what the channel "saw").
+    /// Gateway calls received, by method (what the channel "saw").
     calls: Mutex<HashMap<String, u32>>,
     orders: Mutex<HashMap<String, SandboxOrder>>,
+    payouts: Mutex<HashMap<String, SandboxPayout>>,
     /// Bumped on every change so observers can wait for a condition.
     changed: watch::Sender<u64>,
     http: reqwest::Client,
-    next_trade: Mutex<u64>,
+    /// Source of channel-side ids (trade numbers, transfer orders).
+    next_id: Mutex<u64>,
+}
+
+impl Inner {
+    fn knobs(&self) -> Knobs {
+        self.knobs.lock().expect("sandbox lock").clone()
+    }
+
+    fn next_id(&self) -> u64 {
+        let mut n = self.next_id.lock().expect("sandbox lock");
+        *n += 1;
+        *n
+    }
 }
 
 /// A running sandbox: its address, its orders, and a way to wait for them to change.
@@ -110,12 +223,48 @@ impl SandboxHandle {
             .cloned()
     }
 
-    /// Changes how orders created from now on behave.
-    pub fn set_knobs(&self, knobs: Knobs) {
-        *self.inner.knobs.lock().expect("sandbox lock") = knobs;
+    /// One refund of a trade, by our `out_request_no`.
+    pub fn refund(&self, out_trade_no: &str, out_request_no: &str) -> Option<SandboxRefund> {
+        self.order(out_trade_no)?
+            .refunds
+            .into_iter()
+            .find(|r| r.out_request_no == out_request_no)
     }
 
-    /// How many gateway calls of `method` (e.g. `alipay.trade.precreate`) were answered.
+    /// A payout by our `out_biz_no`.
+    pub fn payout(&self, out_biz_no: &str) -> Option<SandboxPayout> {
+        self.inner
+            .payouts
+            .lock()
+            .expect("sandbox lock")
+            .get(out_biz_no)
+            .cloned()
+    }
+
+    /// How many times money actually left for `out_biz_no` (0 when unknown or not paid).
+    pub fn payouts_executed(&self, out_biz_no: &str) -> u32 {
+        self.payout(out_biz_no).map_or(0, |p| p.executed)
+    }
+
+    /// Changes the behaviour (see [`Knobs`] for what applies to existing orders).
+    pub fn set_knobs(&self, knobs: Knobs) {
+        *self.inner.knobs.lock().expect("sandbox lock") = knobs;
+        // Hung calls re-check their knob.
+        bump(&self.inner);
+    }
+
+    /// Changes some knobs, keeping the others.
+    pub fn update_knobs(&self, f: impl FnOnce(&mut Knobs)) {
+        f(&mut self.inner.knobs.lock().expect("sandbox lock"));
+        bump(&self.inner);
+    }
+
+    pub fn knobs(&self) -> Knobs {
+        self.inner.knobs()
+    }
+
+    /// How many gateway calls of `method` (e.g. `alipay.trade.precreate`) were received (calls
+    /// refused by the `server_errors` knob are not counted; hung ones are).
     pub fn calls(&self, method: &str) -> u32 {
         self.inner
             .calls
@@ -128,7 +277,7 @@ impl SandboxHandle {
 
     /// Marks the order paid now and starts notifying.
     pub fn pay(&self, out_trade_no: &str) -> bool {
-        pay(&self.inner, out_trade_no)
+        trade::pay(&self.inner, out_trade_no)
     }
 
     /// Waits until `f` holds for the order, or the deadline passes.
@@ -138,12 +287,29 @@ impl SandboxHandle {
         deadline: Duration,
         f: impl Fn(&SandboxOrder) -> bool,
     ) -> Option<SandboxOrder> {
+        let mut found = None;
+        self.wait_until(deadline, |h| {
+            found = h.order(out_trade_no).filter(|o| f(o));
+            found.is_some()
+        })
+        .await;
+        found
+    }
+
+    /// Waits until `f` holds for the sandbox (orders, refunds, payouts, calls), or the
+    /// deadline passes; `true` when it held.
+    pub async fn wait_until(
+        &self,
+        deadline: Duration,
+        mut f: impl FnMut(&SandboxHandle) -> bool,
+    ) -> bool {
         let mut rx = self.inner.changed.subscribe();
-        let check = || self.order(out_trade_no).filter(|o| f(o));
         tokio::time::timeout(deadline, async {
             loop {
-                if let Some(o) = check() {
-                    return o;
+                // Subscribed before checking, so a change after the check wakes us.
+                rx.borrow_and_update();
+                if f(self) {
+                    return;
                 }
                 if rx.changed().await.is_err() {
                     // The sandbox stopped; nothing more will change.
@@ -152,13 +318,42 @@ impl SandboxHandle {
             }
         })
         .await
-        .ok()
+        .is_ok()
     }
 }
 
 fn bump(inner: &Inner) {
     inner.changed.send_modify(|v| *v += 1);
 }
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Yuan with two decimals, as Alipay writes amounts.
+fn yuan(amount: Decimal) -> String {
+    let mut a = amount;
+    a.rescale(2);
+    a.to_string()
+}
+
+/// A positive amount in yuan with at most two decimals.
+fn parse_yuan(text: &str) -> Option<Decimal> {
+    let d: Decimal = text.trim().parse().ok()?;
+    (d > Decimal::ZERO && d.normalize().scale() <= 2).then_some(d)
+}
+
+/// A business failure node (`40004`).
+fn business_failed(sub_code: &str, sub_msg: &str) -> serde_json::Value {
+    json!({"code": wire::CODE_BUSINESS_FAILED, "msg": "Business Failed", "sub_code": sub_code, "sub_msg": sub_msg})
+}
+
+fn invalid_arguments(sub_code: &str, sub_msg: &str) -> serde_json::Value {
+    json!({"code": "40002", "msg": "Invalid Arguments", "sub_code": sub_code, "sub_msg": sub_msg})
+}
+
+/// A response node, or a bare HTTP error status instead of a response.
+type Answer = Result<serde_json::Value, StatusCode>;
 
 pub async fn spawn(listener: TcpListener, cfg: SandboxConfig) -> std::io::Result<SandboxHandle> {
     payflow_activities::tls::ensure_crypto_provider();
@@ -169,12 +364,13 @@ pub async fn spawn(listener: TcpListener, cfg: SandboxConfig) -> std::io::Result
         calls: Mutex::new(HashMap::new()),
         cfg,
         orders: Mutex::new(HashMap::new()),
+        payouts: Mutex::new(HashMap::new()),
         changed,
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(std::io::Error::other)?,
-        next_trade: Mutex::new(0),
+        next_id: Mutex::new(0),
     });
     let app = Router::new()
         .route("/gateway.do", post(gateway))
@@ -189,104 +385,31 @@ pub async fn spawn(listener: TcpListener, cfg: SandboxConfig) -> std::io::Result
 }
 
 async fn control_pay(State(inner): State<Arc<Inner>>, Path(no): Path<String>) -> StatusCode {
-    if pay(&inner, &no) {
+    if trade::pay(&inner, &no) {
         StatusCode::OK
     } else {
         StatusCode::NOT_FOUND
     }
 }
 
-fn pay(inner: &Arc<Inner>, out_trade_no: &str) -> bool {
-    let (notify_url, mode) = {
-        let mut orders = inner.orders.lock().expect("sandbox lock");
-        let Some(o) = orders.get_mut(out_trade_no) else {
-            return false;
-        };
-        if o.status != SandboxStatus::WaitBuyerPay {
-            return o.status == SandboxStatus::Success;
-        }
-        o.status = SandboxStatus::Success;
-        (o.notify_url.clone(), o.notify_mode)
-    };
-    bump(inner);
-    tracing::info!(out_trade_no, "sandbox: customer paid");
-    let Some(url) = notify_url else {
-        return true;
-    };
-    let id = format!("{}{}", out_trade_no, rand::random::<u32>());
-    let ids = match mode {
-        NotifyMode::Never => vec![],
-        NotifyMode::Once => vec![id],
-        // The same notification twice, and another one under a second id.
-        NotifyMode::Twice => vec![id.clone(), id, format!("{out_trade_no}-again")],
-    };
-    for notify_id in ids {
-        tokio::spawn(notify_until_acknowledged(
-            inner.clone(),
-            out_trade_no.to_string(),
-            url.clone(),
-            notify_id,
-        ));
-    }
-    true
-}
-
-/// Posts the signed notification, re-posting on the retry schedule until the answer is
-/// exactly `success`.
-async fn notify_until_acknowledged(
-    inner: Arc<Inner>,
-    out_trade_no: String,
-    url: String,
-    notify_id: String,
-) {
-    let mut waits = inner.cfg.notify_retry.clone().into_iter();
+/// Holds the call while the `hang_methods` knob lists its method.
+async fn hang_while_listed(inner: &Inner, method: &str) {
+    let mut rx = inner.changed.subscribe();
     loop {
-        let Some(order) = inner
-            .orders
+        rx.borrow_and_update();
+        if !inner
+            .knobs
             .lock()
             .expect("sandbox lock")
-            .get(&out_trade_no)
-            .cloned()
-        else {
-            return;
-        };
-        let mut p = BTreeMap::new();
-        let now = chrono::Utc::now().timestamp_millis();
-        p.insert("notify_time".to_string(), sign::format_time(now));
-        p.insert("notify_type".to_string(), "trade_status_sync".to_string());
-        p.insert("notify_id".to_string(), notify_id.clone());
-        p.insert("app_id".to_string(), inner.cfg.app_id.clone());
-        p.insert("charset".to_string(), "utf-8".to_string());
-        p.insert("version".to_string(), "1.0".to_string());
-        p.insert("sign_type".to_string(), "RSA2".to_string());
-        p.insert("trade_no".to_string(), order.trade_no.clone());
-        p.insert("out_trade_no".to_string(), out_trade_no.clone());
-        p.insert("trade_status".to_string(), "TRADE_SUCCESS".to_string());
-        p.insert("total_amount".to_string(), order.paid_amount.clone());
-        p.insert("gmt_payment".to_string(), sign::format_time(now));
-        if sign::sign_notify(&mut p, &inner.cfg.signer).is_err() {
-            return;
-        }
-        let acked = match inner.http.post(&url).form(&p).send().await {
-            Ok(r) => r.text().await.map(|t| t == "success").unwrap_or(false),
-            Err(_) => false,
-        };
-        if let Some(o) = inner
-            .orders
-            .lock()
-            .expect("sandbox lock")
-            .get_mut(&out_trade_no)
+            .hang_methods
+            .iter()
+            .any(|m| m == method)
         {
-            o.notifications_sent += 1;
-            o.acknowledged |= acked;
-        }
-        bump(&inner);
-        if acked {
             return;
         }
-        match waits.next() {
-            Some(w) => tokio::time::sleep(w).await,
-            None => return,
+        tracing::info!(method, "sandbox: hanging");
+        if rx.changed().await.is_err() {
+            return;
         }
     }
 }
@@ -310,21 +433,15 @@ async fn gateway(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
         .expect("sandbox lock")
         .entry(method.clone())
         .or_default() += 1;
-    let fail = |code: &str, msg: &str, sub_code: &str, sub_msg: &str| json!({"code": code, "msg": msg, "sub_code": sub_code, "sub_msg": sub_msg});
-    let node = if params.get("app_id") != Some(&inner.cfg.app_id) {
-        fail(
-            "40002",
-            "Invalid Arguments",
-            "isv.invalid-app-id",
-            "invalid app id",
-        )
+    bump(&inner);
+    hang_while_listed(&inner, &method).await;
+    let answer: Answer = if params.get("app_id") != Some(&inner.cfg.app_id) {
+        Ok(invalid_arguments("isv.invalid-app-id", "invalid app id"))
     } else if sign::verify_request(&params, &inner.cfg.app_public_key).is_err() {
-        fail(
-            "40002",
-            "Invalid Arguments",
+        Ok(invalid_arguments(
             "isv.invalid-signature",
             "invalid signature",
-        )
+        ))
     } else {
         let biz: serde_json::Value = params
             .get("biz_content")
@@ -332,122 +449,22 @@ async fn gateway(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
             .unwrap_or(serde_json::Value::Null);
         let out_trade_no = biz["out_trade_no"].as_str().unwrap_or_default().to_string();
         match method.as_str() {
-            wire::PRECREATE => precreate(&inner, &params, &biz, &out_trade_no),
-            wire::QUERY => query(&inner, &out_trade_no),
-            wire::CLOSE => close(&inner, &out_trade_no),
-            _ => fail(
-                "40002",
-                "Invalid Arguments",
-                "isv.invalid-method",
-                "unknown method",
-            ),
+            wire::PRECREATE => Ok(trade::precreate(&inner, &params, &biz, &out_trade_no)),
+            wire::QUERY => Ok(trade::query(&inner, &out_trade_no)),
+            wire::CLOSE => Ok(trade::close(&inner, &out_trade_no)),
+            wire::REFUND => Ok(refund::refund(&inner, &biz)),
+            wire::REFUND_QUERY => Ok(refund::query(&inner, &biz)),
+            wire::TRANSFER => payout::transfer(&inner, &biz),
+            wire::TRANSFER_QUERY => Ok(payout::query(&inner, &biz)),
+            _ => Ok(invalid_arguments("isv.invalid-method", "unknown method")),
         }
+    };
+    let node = match answer {
+        Ok(node) => node,
+        Err(status) => return (status, "internal error").into_response(),
     };
     match sign::sign_response(&method, &node, &inner.cfg.signer) {
         Ok(body) => ([("content-type", "application/json;charset=utf-8")], body).into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
-}
-
-fn precreate(
-    inner: &Arc<Inner>,
-    params: &BTreeMap<String, String>,
-    biz: &serde_json::Value,
-    out_trade_no: &str,
-) -> serde_json::Value {
-    let total = biz["total_amount"].as_str().unwrap_or_default().to_string();
-    if out_trade_no.is_empty() || total.is_empty() {
-        return json!({"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.INVALID_PARAMETER", "sub_msg": "missing out_trade_no or total_amount"});
-    }
-    let knobs = inner.knobs.lock().expect("sandbox lock").clone();
-    if let Some((code, msg)) = &knobs.decline_precreate {
-        return json!({"code": "40004", "msg": "Business Failed", "sub_code": code, "sub_msg": msg});
-    }
-    let created = {
-        let mut orders = inner.orders.lock().expect("sandbox lock");
-        if let Some(existing) = orders.get(out_trade_no) {
-            // Alipay answers a repeated precreate of the same unpaid order with the same QR.
-            if existing.total_amount != total {
-                return json!({"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.CONTEXT_INCONSISTENT", "sub_msg": "order details changed"});
-            }
-            false
-        } else {
-            let mut n = inner.next_trade.lock().expect("sandbox lock");
-            *n += 1;
-            orders.insert(
-                out_trade_no.to_string(),
-                SandboxOrder {
-                    out_trade_no: out_trade_no.to_string(),
-                    trade_no: format!("2026{:012}", *n),
-                    paid_amount: knobs.paid_amount.clone().unwrap_or_else(|| total.clone()),
-                    total_amount: total,
-                    status: SandboxStatus::WaitBuyerPay,
-                    notify_mode: knobs.notify,
-                    notify_url: params.get("notify_url").cloned(),
-                    notifications_sent: 0,
-                    acknowledged: false,
-                },
-            );
-            true
-        }
-    };
-    bump(inner);
-    if created && let Some(delay) = knobs.pay_after {
-        let inner = inner.clone();
-        let no = out_trade_no.to_string();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            pay(&inner, &no);
-        });
-    }
-    json!({
-        "code": "10000",
-        "msg": "Success",
-        "out_trade_no": out_trade_no,
-        "qr_code": format!("https://qr.sandbox.payflow.local/{out_trade_no}"),
-    })
-}
-
-fn query(inner: &Arc<Inner>, out_trade_no: &str) -> serde_json::Value {
-    let orders = inner.orders.lock().expect("sandbox lock");
-    match orders.get(out_trade_no) {
-        None => {
-            json!({"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_NOT_EXIST", "sub_msg": "trade does not exist"})
-        }
-        Some(o) => {
-            let status = match o.status {
-                SandboxStatus::WaitBuyerPay => "WAIT_BUYER_PAY",
-                SandboxStatus::Success => "TRADE_SUCCESS",
-                SandboxStatus::Closed => "TRADE_CLOSED",
-            };
-            json!({
-                "code": "10000",
-                "msg": "Success",
-                "trade_no": o.trade_no,
-                "out_trade_no": o.out_trade_no,
-                "trade_status": status,
-                "total_amount": if o.status == SandboxStatus::Success { &o.paid_amount } else { &o.total_amount },
-            })
-        }
-    }
-}
-
-fn close(inner: &Arc<Inner>, out_trade_no: &str) -> serde_json::Value {
-    let node = {
-        let mut orders = inner.orders.lock().expect("sandbox lock");
-        match orders.get_mut(out_trade_no) {
-            None => {
-                json!({"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_NOT_EXIST", "sub_msg": "trade does not exist"})
-            }
-            Some(o) if o.status == SandboxStatus::Success => {
-                json!({"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_STATUS_ERROR", "sub_msg": "trade is paid"})
-            }
-            Some(o) => {
-                o.status = SandboxStatus::Closed;
-                json!({"code": "10000", "msg": "Success", "trade_no": o.trade_no, "out_trade_no": o.out_trade_no})
-            }
-        }
-    };
-    bump(inner);
-    node
 }
