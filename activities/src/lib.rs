@@ -7,7 +7,8 @@
 //! - `notify/`: signed HTTP delivery of merchant callbacks;
 //! - `crypto/`: RSA2 and Standard Webhooks signatures;
 //! - `merchants`, `routing`, `risk`: configured merchants, products and risk limits;
-//! - `payment`, `refund`, `notification`: the Temporal activities workflows call.
+//! - `payment`, `refund`, `transfer`, `payout`, `notification`: the Temporal activities
+//!   workflows call.
 
 pub mod accounting;
 pub mod channels;
@@ -16,14 +17,18 @@ pub mod merchants;
 pub mod notification;
 pub mod notify;
 pub mod payment;
+pub mod payout;
 pub mod refund;
 pub mod risk;
 pub mod routing;
 pub mod services;
 pub mod store;
 pub mod tls;
+pub mod transfer;
 
 pub use notification::NotifyActivities;
 pub use payment::PaymentActivities;
+pub use payout::PayoutActivities;
 pub use refund::RefundActivities;
-pub use services::{PaymentTiming, Services, SharedServices};
+pub use services::{PaymentTiming, PayoutPolicy, Services, SharedServices};
+pub use transfer::TransferActivities;

@@ -36,6 +36,18 @@ impl Default for PaymentTiming {
     }
 }
 
+/// Payout policy handed to payout workflows.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct PayoutPolicy {
+    /// Payouts above this amount wait for an operator's review.
+    pub review_above: Option<rust_decimal::Decimal>,
+    /// How long a payout waits for its review before it is rejected.
+    pub review_timeout_ms: u64,
+    /// Waits between channel queries while a payout's outcome is unknown (ms); the last
+    /// repeats.
+    pub query_schedule_ms: Vec<u64>,
+}
+
 pub struct Services {
     pub store: Store,
     pub channels: Channels,
@@ -46,6 +58,7 @@ pub struct Services {
     /// `{ingress_base_url}/channels/{channel}/notify`.
     pub ingress_base_url: url::Url,
     pub payment_timing: PaymentTiming,
+    pub payout_policy: PayoutPolicy,
     /// Merchant callback retry schedule in milliseconds.
     pub notify_schedule_ms: Vec<u64>,
 }

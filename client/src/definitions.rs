@@ -12,12 +12,17 @@ use temporalio_common::{
 use crate::notification::{NotificationRequest, NotificationStatus};
 use crate::payment::{ChannelNotice, PaymentRequest, PaymentStatus, Prepay, Resolution};
 use crate::refund::{RefundRequest, RefundStatus};
+use crate::transfer::{
+    PayoutDecision, PayoutRequest, PayoutStatus, TransferRequest, TransferStatus,
+};
 
 /// Workflow, signal, query and update names: the wire contract.
 pub mod names {
     pub const PAYMENT: &str = "Payment";
     pub const NOTIFICATION: &str = "Notification";
     pub const REFUND: &str = "Refund";
+    pub const TRANSFER: &str = "Transfer";
+    pub const PAYOUT: &str = "Payout";
 
     /// Signal from the ingress: the channel says something happened to the payment.
     pub const CHANNEL_NOTIFIED: &str = "channel_notified";
@@ -27,6 +32,8 @@ pub mod names {
     pub const CLOSE: &str = "close";
     /// Operator signal: decide a payment in `Exception` (accept or refund).
     pub const RESOLVE: &str = "resolve";
+    /// Operator signal: approve or reject a payout waiting for review.
+    pub const REVIEW: &str = "review";
     /// Query answered by every payflow workflow.
     pub const STATUS: &str = "status";
 
@@ -134,6 +141,27 @@ workflow_def!(
 );
 message_def!(
     query RefundStatusQuery, RefundWorkflow, names::STATUS, (), RefundStatus
+);
+
+workflow_def!(
+    /// `transfer/{transfer_no}`: wallet to wallet inside the ledger (hold, confirm).
+    TransferWorkflow, names::TRANSFER, TransferRequest, TransferStatus
+);
+message_def!(
+    query TransferStatusQuery, TransferWorkflow, names::STATUS, (), TransferStatus
+);
+
+workflow_def!(
+    /// `payout/{merchant}/{payout_no}`: hold, review when large, submit once, query until
+    /// definite, post or void.
+    PayoutWorkflow, names::PAYOUT, PayoutRequest, PayoutStatus
+);
+message_def!(
+    query PayoutStatusQuery, PayoutWorkflow, names::STATUS, (), PayoutStatus
+);
+message_def!(
+    /// Operator review of a large payout.
+    signal ReviewPayout, PayoutWorkflow, names::REVIEW, PayoutDecision
 );
 
 workflow_def!(

@@ -9,17 +9,23 @@ use temporalio_client::{
     WorkflowUpdateWithStartOptions,
 };
 
+use temporalio_common::HasWorkflowDefinition;
+
 use crate::definitions::{
     ClosePayment, NotificationStatusQuery, NotificationWorkflow, PaymentStatusQuery,
-    PaymentWorkflow, PrepayUpdate, RefundStatusQuery, RefundWorkflow, ResolvePayment, task_queues,
+    PaymentWorkflow, PayoutStatusQuery, PayoutWorkflow, PrepayUpdate, RefundStatusQuery,
+    RefundWorkflow, ResolvePayment, ReviewPayout, TransferWorkflow, task_queues,
 };
 use crate::ids::{
-    EventId, MerchantId, OrderNo, RefundNo, notification_workflow_id, payment_workflow_id,
-    refund_workflow_id,
+    EventId, MerchantId, OrderNo, PayoutNo, RefundNo, TransferNo, notification_workflow_id,
+    payment_workflow_id, payout_workflow_id, refund_workflow_id, transfer_workflow_id,
 };
 use crate::notification::{NotificationRequest, NotificationStatus, Priority};
 use crate::payment::{PayState, PaymentRequest, PaymentStatus, Prepay, RequestError, Resolution};
 use crate::refund::{RefundKind, RefundRequest, RefundRequestError, RefundStatus};
+use crate::transfer::{
+    PayoutDecision, PayoutRequest, PayoutStatus, TransferRequest, TransferStatus,
+};
 
 /// Errors a service can act on. Server-side details are kept as text, never secrets.
 #[derive(Debug, thiserror::Error)]
@@ -192,22 +198,12 @@ impl Payflow {
         // Only payflow itself refunds late or exception payments.
         req.kind = RefundKind::Merchant;
         let id = refund_workflow_id(&req.merchant_id, &req.merchant_refund_no);
-        let options = WorkflowStartOptions::new(task_queues::PAYMENTS, id)
-            .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
-            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-            .static_summary(format!(
-                "refund {} {} of order {}",
-                req.merchant_id, req.amount, req.merchant_order_no
-            ))
-            .build();
-        match self
-            .client
-            .start_workflow(RefundWorkflow, req, options)
+        let summary = format!(
+            "refund {} {} of order {}",
+            req.merchant_id, req.amount, req.merchant_order_no
+        );
+        self.start_once(RefundWorkflow, req, task_queues::PAYMENTS, id, summary)
             .await
-        {
-            Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(()),
-            Err(e) => Err(PayflowError::Temporal(e.to_string())),
-        }
     }
 
     /// The refund's current status (also after it finished).
@@ -230,12 +226,8 @@ impl Payflow {
         merchant: &MerchantId,
         refund_no: &RefundNo,
     ) -> Result<RefundStatus, PayflowError> {
-        let id = refund_workflow_id(merchant, refund_no);
-        self.client
-            .get_workflow_handle::<RefundWorkflow>(id.clone())
-            .get_result(Default::default())
+        self.result::<RefundWorkflow>(refund_workflow_id(merchant, refund_no))
             .await
-            .map_err(|e| PayflowError::Temporal(e.to_string()))
     }
 
     /// Asks payflow to deliver an event to a merchant's notify URL (idempotent by event id).
@@ -245,18 +237,113 @@ impl Payflow {
             Priority::Realtime => task_queues::NOTIFY_REALTIME,
             Priority::Batch => task_queues::NOTIFY_BATCH,
         };
+        let summary = format!("{} to {}", req.event_type, req.merchant_id);
+        self.start_once(NotificationWorkflow, req, queue, id, summary)
+            .await
+    }
+
+    /// Moves money between two wallets (idempotent by transfer no). Returns at once; wait for
+    /// the outcome with [`Payflow::transfer_result`].
+    pub async fn transfer(&self, req: TransferRequest) -> Result<(), PayflowError> {
+        let id = transfer_workflow_id(&req.transfer_no);
+        let summary = format!("transfer {} from {} to {}", req.amount, req.from, req.to);
+        self.start_once(TransferWorkflow, req, task_queues::PAYMENTS, id, summary)
+            .await
+    }
+
+    pub async fn transfer_result(
+        &self,
+        transfer_no: &TransferNo,
+    ) -> Result<TransferStatus, PayflowError> {
+        self.result::<TransferWorkflow>(transfer_workflow_id(transfer_no))
+            .await
+    }
+
+    /// Pays out of a merchant's balance to an external account (idempotent by payout no: one
+    /// payout no never pays twice). Returns at once.
+    pub async fn payout(&self, req: PayoutRequest) -> Result<(), PayflowError> {
+        let id = payout_workflow_id(&req.merchant_id, &req.payout_no);
+        let summary = format!(
+            "payout {} for {} to {}",
+            req.amount, req.merchant_id, req.channel
+        );
+        // Payouts are batch work: they must never compete with checkouts for worker slots.
+        self.start_once(PayoutWorkflow, req, task_queues::PAYMENTS, id, summary)
+            .await
+    }
+
+    pub async fn payout_status(
+        &self,
+        merchant: &MerchantId,
+        payout_no: &PayoutNo,
+    ) -> Result<PayoutStatus, PayflowError> {
+        let id = payout_workflow_id(merchant, payout_no);
+        self.client
+            .get_workflow_handle::<PayoutWorkflow>(id.clone())
+            .query(PayoutStatusQuery, (), WorkflowQueryOptions::default())
+            .await
+            .map_err(|e| query_error(&id, e))
+    }
+
+    pub async fn payout_result(
+        &self,
+        merchant: &MerchantId,
+        payout_no: &PayoutNo,
+    ) -> Result<PayoutStatus, PayflowError> {
+        self.result::<PayoutWorkflow>(payout_workflow_id(merchant, payout_no))
+            .await
+    }
+
+    /// An operator's review of a payout waiting for approval.
+    pub async fn review_payout(
+        &self,
+        merchant: &MerchantId,
+        payout_no: &PayoutNo,
+        decision: PayoutDecision,
+    ) -> Result<(), PayflowError> {
+        let id = payout_workflow_id(merchant, payout_no);
+        self.client
+            .get_workflow_handle::<PayoutWorkflow>(id)
+            .signal(ReviewPayout, decision, Default::default())
+            .await
+            .map_err(|e| PayflowError::Temporal(e.to_string()))
+    }
+
+    /// Starts `id` unless a workflow with that id runs or ran: business ids are idempotency
+    /// keys, so a repeated call joins the first, also after it finished.
+    async fn start_once<W>(
+        &self,
+        workflow: W,
+        input: W::Input,
+        queue: &str,
+        id: String,
+        summary: String,
+    ) -> Result<(), PayflowError>
+    where
+        W: HasWorkflowDefinition,
+        W::Input: Send,
+    {
         let options = WorkflowStartOptions::new(queue, id)
             .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
             .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+            .static_summary(summary)
             .build();
-        match self
-            .client
-            .start_workflow(NotificationWorkflow, req, options)
-            .await
-        {
+        match self.client.start_workflow(workflow, input, options).await {
             Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(()),
             Err(e) => Err(PayflowError::Temporal(e.to_string())),
         }
+    }
+
+    /// Waits for a workflow's result.
+    async fn result<W>(&self, id: String) -> Result<W::Output, PayflowError>
+    where
+        W: HasWorkflowDefinition,
+    {
+        self.client
+            .get_workflow_handle::<W>(id)
+            .get_result(Default::default())
+            .await
+            .map_err(|e| PayflowError::Temporal(e.to_string()))
     }
 
     pub async fn notification(

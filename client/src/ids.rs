@@ -89,6 +89,18 @@ validated_id!(
     RefundNo, "merchant refund no", 64
 );
 validated_id!(
+    /// The caller's transfer number: the idempotency key of an internal transfer.
+    TransferNo, "transfer no", 64
+);
+validated_id!(
+    /// The merchant's payout number: the idempotency key of a payout (withdrawal).
+    PayoutNo, "payout no", 64
+);
+validated_id!(
+    /// The owner of a wallet account (`wallet:{owner}`): a customer or a merchant.
+    WalletId, "wallet id", 64
+);
+validated_id!(
     /// A product id: what the merchant sells through which channel (routing input).
     ProductId, "product id", 32
 );
@@ -105,6 +117,16 @@ pub fn payment_workflow_id(merchant: &MerchantId, order_no: &OrderNo) -> String 
 /// `refund/{merchant}/{merchant_refund_no}`
 pub fn refund_workflow_id(merchant: &MerchantId, refund_no: &RefundNo) -> String {
     format!("refund/{merchant}/{refund_no}")
+}
+
+/// `transfer/{transfer_no}`
+pub fn transfer_workflow_id(transfer_no: &TransferNo) -> String {
+    format!("transfer/{transfer_no}")
+}
+
+/// `payout/{merchant}/{payout_no}`
+pub fn payout_workflow_id(merchant: &MerchantId, payout_no: &PayoutNo) -> String {
+    format!("payout/{merchant}/{payout_no}")
 }
 
 /// `notify/{merchant}/{event_id}`

@@ -5,7 +5,7 @@
 //! Temporal client. Light on purpose: no database, no HTTP server.
 //!
 //! Layout: `money` (Money, Currency), `ids` (MerchantId, OrderNo, workflow ids), `payment`,
-//! `refund` and `notification` (request/status types), `definitions` (names, task queues, typed
+//! `refund`, `transfer` and `notification` (request/status types), `definitions` (names, task queues, typed
 //! workflow/signal/query/update markers), `facade` (`Payflow`).
 
 pub mod definitions;
@@ -15,9 +15,12 @@ pub mod money;
 pub mod notification;
 pub mod payment;
 pub mod refund;
+pub mod transfer;
 
 pub use facade::{Payflow, PayflowError};
-pub use ids::{EventId, IdError, MerchantId, OrderNo, ProductId, RefundNo};
+pub use ids::{
+    EventId, IdError, MerchantId, OrderNo, PayoutNo, ProductId, RefundNo, TransferNo, WalletId,
+};
 pub use money::{Currency, Money, MoneyError};
 pub use notification::{
     DeliveryAttempt, NotificationRequest, NotificationStatus, NotifyState, Priority,
@@ -27,6 +30,10 @@ pub use payment::{
     Resolution,
 };
 pub use refund::{RefundKind, RefundRequest, RefundRequestError, RefundState, RefundStatus};
+pub use transfer::{
+    PayoutDecision, PayoutRequest, PayoutState, PayoutStatus, TransferRequest, TransferState,
+    TransferStatus,
+};
 
 /// The README's examples, compiled as doc tests so they cannot drift from the API.
 #[doc = include_str!("../../README.md")]

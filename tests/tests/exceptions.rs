@@ -248,3 +248,125 @@ async fn risk_limits_refuse_before_anything_is_created() {
     }
     app.shutdown().await.unwrap();
 }
+
+/// A channel that never answers precreate: the adapter's request timeout (the channel's
+/// `request_timeout_ms`) ends each call as Transient, the activity retries, and once the channel
+/// answers again the payment gets its prepay and succeeds.
+///
+/// Appended TOML cannot reopen the stack's own `[[channels]]` entry, so the timeout is set on
+/// a second channel, served by a sandbox of this test's own and routed to by its own product.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_that_hangs_on_prepay_is_retried() {
+    use payflow::devkeys::DevKeys;
+    use payflow_activities::crypto::rsa_keys::{RsaSigner, RsaVerifier};
+
+    const PRECREATE: &str = "alipay.trade.precreate";
+    let keys = payflow_tests::keys();
+    let hanging = payflow::sandbox::spawn(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        payflow::sandbox::SandboxConfig {
+            app_id: stack::APP_ID.into(),
+            app_public_key: RsaVerifier::from_text(
+                &keys.read(DevKeys::APP_PUBLIC).unwrap(),
+                "app public key",
+            )
+            .unwrap(),
+            signer: RsaSigner::from_text(
+                &keys.read(DevKeys::SANDBOX_PRIVATE).unwrap(),
+                "sandbox key",
+            )
+            .unwrap(),
+            knobs: knobs(Knobs {
+                hang_methods: vec![PRECREATE.into()],
+                ..Knobs::default()
+            }),
+            notify_retry: vec![Duration::from_millis(300); 5],
+        },
+    )
+    .await
+    .unwrap();
+    let extra = format!(
+        "\n[[channels]]\nname = \"alipay-hanging\"\nkind = \"alipay\"\n\
+         gateway_url = \"{gateway}\"\napp_id = \"{app_id}\"\n\
+         app_private_key = {{ file = \"{private}\" }}\n\
+         channel_public_key = {{ file = \"{public}\" }}\nrequest_timeout_ms = 1000\n\
+         \n[[products]]\nid = \"qr-hanging\"\nchannel = \"alipay-hanging\"\n",
+        gateway = hanging.gateway_url(),
+        app_id = stack::APP_ID,
+        private = keys.path(DevKeys::APP_PRIVATE).display(),
+        public = keys.path(DevKeys::SANDBOX_PUBLIC).display(),
+    );
+    let Some(app) = payflow_tests::spawn_app_with(Db::Sqlite, Timing::default(), extra).await
+    else {
+        return;
+    };
+    let req = PaymentRequest {
+        product_id: payflow_client::ProductId::parse("qr-hanging").unwrap(),
+        ..payment_request("o-hanging", "3.00")
+    };
+    let pay = tokio::spawn({
+        let payflow = app.payflow.clone();
+        let req = req.clone();
+        async move { payflow.pay(req).await }
+    });
+
+    // The channel takes the call and never answers; the adapter gives up after its 1 s request
+    // timeout (not the 10 s default) and the activity calls again.
+    assert!(
+        hanging
+            .wait_until(DEADLINE, |s| s.calls(PRECREATE) >= 1)
+            .await,
+        "precreate reached the channel"
+    );
+    let first = std::time::Instant::now();
+    assert!(
+        hanging
+            .wait_until(DEADLINE, |s| s.calls(PRECREATE) >= 3)
+            .await,
+        "precreate retried"
+    );
+    assert!(
+        first.elapsed() < Duration::from_secs(10),
+        "two retries within {:?}: the channel's request timeout applies",
+        first.elapsed()
+    );
+    let s = app
+        .payflow
+        .payment(&req.merchant_id, &req.merchant_order_no)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.state,
+        PayState::Created,
+        "no prepay while the channel hangs"
+    );
+    assert!(s.prepay.is_none() && s.failure.is_none(), "{s:?}");
+    assert!(!pay.is_finished(), "the caller still waits for its prepay");
+
+    // The channel answers again: the next attempt gets the prepay.
+    hanging.update_knobs(|k| k.hang_methods.clear());
+    let prepay = tokio::time::timeout(DEADLINE, pay)
+        .await
+        .expect("prepay in time")
+        .unwrap()
+        .expect("prepay after retries");
+    assert!(!prepay.qr_code.is_empty());
+    assert_eq!(settled(&app, &req).await.state, PayState::Succeeded);
+    let order = app.store.order(&prepay.order_id).await.unwrap().unwrap();
+    assert_eq!(order.channel, "alipay-hanging");
+    assert!(hanging.order(&prepay.order_id).is_some());
+    assert_eq!(
+        app.store
+            .entries_for_order(&prepay.order_id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        app.sandbox.calls(PRECREATE),
+        0,
+        "the stack's own channel was never asked"
+    );
+    app.shutdown().await.unwrap();
+}

@@ -48,6 +48,8 @@ pub struct Config {
     pub payment: PaymentConfig,
     #[serde(default)]
     pub notify: NotifyConfig,
+    #[serde(default)]
+    pub payout: PayoutConfig,
     /// Payment channels, by name.
     #[serde(default)]
     pub channels: Vec<ChannelConfig>,
@@ -140,6 +142,31 @@ impl Default for PaymentConfig {
             expiry_scale_percent: default_expiry_scale(),
         }
     }
+}
+
+/// Payouts (withdrawals to external accounts).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayoutConfig {
+    /// Payouts above this amount wait for an operator's `review` (delayed review, a risk
+    /// control rule); none by default.
+    pub review_above: Option<rust_decimal::Decimal>,
+    /// How long a payout waits for review before it is rejected (ms); default one day.
+    #[serde(default = "default_review_timeout")]
+    pub review_timeout_ms: u64,
+}
+
+impl Default for PayoutConfig {
+    fn default() -> Self {
+        PayoutConfig {
+            review_above: None,
+            review_timeout_ms: default_review_timeout(),
+        }
+    }
+}
+
+fn default_review_timeout() -> u64 {
+    24 * 3600 * 1000
 }
 
 fn default_expiry_scale() -> u32 {

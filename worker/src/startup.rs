@@ -15,11 +15,12 @@ use payflow_activities::notify::{Deliverer, DeliveryPolicy};
 use payflow_activities::routing::{Product, Routing};
 use payflow_activities::store::Store;
 use payflow_activities::{
-    NotifyActivities, PaymentActivities, PaymentTiming, RefundActivities, Services,
+    NotifyActivities, PaymentActivities, PaymentTiming, PayoutActivities, PayoutPolicy,
+    RefundActivities, Services, TransferActivities,
 };
 use payflow_client::definitions::task_queues;
 use payflow_client::{MerchantId, Payflow, ProductId};
-use payflow_workflows::{Notification, Payment, Refund};
+use payflow_workflows::{Notification, Payment, Payout, Refund, Transfer};
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tokio::net::TcpListener;
@@ -153,6 +154,11 @@ pub async fn build_services(config: &Config) -> Result<Services, StartupError> {
             query_schedule_ms: config.payment.query_schedule_ms.clone(),
             expiry_scale_percent: config.payment.expiry_scale_percent,
         },
+        payout_policy: PayoutPolicy {
+            review_above: config.payout.review_above,
+            review_timeout_ms: config.payout.review_timeout_ms,
+            query_schedule_ms: config.payment.query_schedule_ms.clone(),
+        },
         notify_schedule_ms: config.notify.retry_schedule_ms.clone(),
     })
 }
@@ -241,8 +247,14 @@ impl App {
                     .map_err(|e| StartupError::Worker(e.to_string()))?
                     .register_workflow::<Refund>()
                     .map_err(|e| StartupError::Worker(e.to_string()))?
+                    .register_workflow::<Transfer>()
+                    .map_err(|e| StartupError::Worker(e.to_string()))?
+                    .register_workflow::<Payout>()
+                    .map_err(|e| StartupError::Worker(e.to_string()))?
                     .register_activities(PaymentActivities::new(self.services.clone()))
                     .register_activities(RefundActivities::new(self.services.clone()))
+                    .register_activities(TransferActivities::new(self.services.clone()))
+                    .register_activities(PayoutActivities::new(self.services.clone()))
                     .build()
             } else {
                 opts.register_workflow::<Notification>()

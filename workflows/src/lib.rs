@@ -5,13 +5,18 @@
 //! machine under `state/`. Activities are named through their typed definitions from
 //! `payflow-activities`; workflow code never calls store or HTTP code directly.
 
+pub mod merchant_events;
 pub mod notification;
 pub mod options;
 pub mod payment;
+pub mod payout;
 pub mod refund;
 pub mod schedule;
 pub mod state;
+pub mod transfer;
 
 pub use notification::Notification;
 pub use payment::Payment;
+pub use payout::Payout;
 pub use refund::Refund;
+pub use transfer::Transfer;

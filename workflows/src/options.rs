@@ -20,6 +20,15 @@ pub fn side_effect(summary: impl Into<String>) -> ActivityOptions {
         .build()
 }
 
+/// A side effect that must not be repeated blindly (a payout submit): one attempt; a failure
+/// or timeout means "unknown", which the workflow resolves by querying.
+pub fn single_attempt(summary: impl Into<String>) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+        .retry_policy(RetryPolicy::builder().maximum_attempts(1).build())
+        .summary(summary.into())
+        .build()
+}
+
 /// Deterministic "now" in unix milliseconds, from the workflow's clock.
 pub fn now_ms(time: Option<std::time::SystemTime>) -> i64 {
     time.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())

@@ -23,16 +23,16 @@ use payflow_activities::payment::{
 use payflow_activities::store::orders::Order;
 use payflow_client::definitions::{names, search_attributes as sa, task_queues};
 use payflow_client::{
-    ChannelNotice, EventId, Money, NotificationRequest, PayState, PaymentRequest, PaymentStatus,
-    Prepay, Priority, RefundKind, RefundNo, RefundRequest, RefundState, Resolution,
+    ChannelNotice, Money, PayState, PaymentRequest, PaymentStatus, Prepay, Priority, RefundKind,
+    RefundNo, RefundRequest, RefundState, Resolution,
 };
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ApplicationFailure, ChildWorkflowOptions, ParentClosePolicy, SyncWorkflowContext,
-    WorkflowContext, WorkflowContextView, WorkflowResult,
+    ApplicationFailure, ChildWorkflowOptions, SyncWorkflowContext, WorkflowContext,
+    WorkflowContextView, WorkflowResult,
 };
 
-use crate::notification::Notification;
+use crate::merchant_events::{MerchantEvent, notify};
 use crate::options::{now_ms, side_effect};
 use crate::refund::Refund;
 use crate::state::payment::{PayEvent, transition};
@@ -477,45 +477,22 @@ impl Payment {
         event_type: &str,
     ) -> WorkflowResult<()> {
         let (request, status) = ctx.state(|s| (s.request.clone(), s.status.clone()));
-        let event_id = EventId::parse(format!(
-            "{}-{}",
-            order.order_id,
-            event_type.replace('.', "-")
-        ))
-        .map_err(|e| ApplicationFailure::non_retryable(e.to_string()))?;
-        let workflow_id =
-            payflow_client::ids::notification_workflow_id(&request.merchant_id, &event_id);
-        let data = serde_json::to_value(&status)
-            .map_err(|e| ApplicationFailure::non_retryable(e.to_string()))?;
-        let notification = NotificationRequest {
-            merchant_id: request.merchant_id.clone(),
-            event_id,
-            event_type: event_type.to_string(),
-            data,
-            priority: Priority::Realtime,
-            notify_url: request.notify_url.clone(),
-        };
-        let started = ctx
-            .start_child_workflow(
-                Notification::run,
-                notification,
-                ChildWorkflowOptions::builder()
-                    .workflow_id(workflow_id)
-                    .task_queue(task_queues::NOTIFY_REALTIME.to_string())
-                    .parent_close_policy(ParentClosePolicy::Abandon)
-                    .static_summary(format!(
-                        "{event_type} to {} for order {}",
-                        request.merchant_id, request.merchant_order_no
-                    ))
-                    .build(),
-            )
-            .await;
-        match started {
-            Ok(_) => Ok(()),
-            // Already started by an earlier run of this step: the event is on its way.
-            Err(e) if e.to_string().contains("already") => Ok(()),
-            Err(e) => Err(ApplicationFailure::non_retryable(e.to_string()).into()),
-        }
+        notify(
+            ctx,
+            MerchantEvent {
+                merchant: &request.merchant_id,
+                event_id: format!("{}-{}", order.order_id, event_type.replace('.', "-")),
+                event_type,
+                data: &status,
+                priority: Priority::Realtime,
+                notify_url: request.notify_url.clone(),
+                summary: format!(
+                    "{event_type} to {} for order {}",
+                    request.merchant_id, request.merchant_order_no
+                ),
+            },
+        )
+        .await
     }
 
     async fn finish(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<PaymentStatus> {

@@ -14,18 +14,14 @@ use payflow_activities::channels::RefundState as ChannelRefundState;
 use payflow_activities::refund::{
     FailRefund, HoldResult, RefundActivities, ReserveRefund, Reserved,
 };
-use payflow_client::definitions::{names, search_attributes as sa, task_queues};
+use payflow_client::definitions::{names, search_attributes as sa};
 use payflow_client::{
-    ChannelFailure, EventId, NotificationRequest, Priority, RefundKind, RefundRequest, RefundState,
-    RefundStatus,
+    ChannelFailure, Priority, RefundKind, RefundRequest, RefundState, RefundStatus,
 };
 use temporalio_macros::{workflow, workflow_methods};
-use temporalio_sdk::{
-    ApplicationFailure, ChildWorkflowOptions, ParentClosePolicy, WorkflowContext,
-    WorkflowContextView, WorkflowResult,
-};
+use temporalio_sdk::{WorkflowContext, WorkflowContextView, WorkflowResult};
 
-use crate::notification::Notification;
+use crate::merchant_events::{MerchantEvent, notify};
 use crate::options::{now_ms, side_effect};
 
 #[workflow]
@@ -242,42 +238,25 @@ impl Refund {
         event_type: &str,
     ) -> WorkflowResult<()> {
         let (request, status) = ctx.state(|s| (s.request.clone(), s.status.clone()));
-        let event_id = EventId::parse(format!(
-            "refund-{}-{}",
-            request.merchant_refund_no,
-            event_type.replace('.', "-")
-        ))
-        .map_err(|e| ApplicationFailure::non_retryable(e.to_string()))?;
-        let workflow_id =
-            payflow_client::ids::notification_workflow_id(&request.merchant_id, &event_id);
-        let data = serde_json::to_value(&status)
-            .map_err(|e| ApplicationFailure::non_retryable(e.to_string()))?;
-        let started = ctx
-            .start_child_workflow(
-                Notification::run,
-                NotificationRequest {
-                    merchant_id: request.merchant_id.clone(),
-                    event_id,
-                    event_type: event_type.to_string(),
-                    data,
-                    priority: Priority::Realtime,
-                    notify_url: None,
-                },
-                ChildWorkflowOptions::builder()
-                    .workflow_id(workflow_id)
-                    .task_queue(task_queues::NOTIFY_REALTIME.to_string())
-                    .parent_close_policy(ParentClosePolicy::Abandon)
-                    .static_summary(format!(
-                        "{event_type} to {} for refund {}",
-                        request.merchant_id, request.merchant_refund_no
-                    ))
-                    .build(),
-            )
-            .await;
-        match started {
-            Ok(_) => Ok(()),
-            Err(e) if e.to_string().contains("already") => Ok(()),
-            Err(e) => Err(ApplicationFailure::non_retryable(e.to_string()).into()),
-        }
+        notify(
+            ctx,
+            MerchantEvent {
+                merchant: &request.merchant_id,
+                event_id: format!(
+                    "refund-{}-{}",
+                    request.merchant_refund_no,
+                    event_type.replace('.', "-")
+                ),
+                event_type,
+                data: &status,
+                priority: Priority::Realtime,
+                notify_url: None,
+                summary: format!(
+                    "{event_type} to {} for refund {}",
+                    request.merchant_id, request.merchant_refund_no
+                ),
+            },
+        )
+        .await
     }
 }

@@ -8,4 +8,6 @@
 
 pub mod alipay;
 
-pub use alipay::{Knobs, NotifyMode, SandboxConfig, SandboxHandle, SandboxOrder, spawn};
+pub use alipay::{
+    Knobs, NotifyMode, PayoutMode, SandboxConfig, SandboxHandle, SandboxOrder, spawn,
+};

@@ -1,0 +1,64 @@
+//! Merchant callbacks from any workflow: a child Notification workflow per event that outlives
+//! its parent (a parent finishing, or being reset, never cancels a callback on its way).
+
+use payflow_client::definitions::task_queues;
+use payflow_client::{EventId, MerchantId, NotificationRequest, Priority};
+use serde::Serialize;
+use temporalio_sdk::{
+    ApplicationFailure, ChildWorkflowOptions, ParentClosePolicy, WorkflowContext, WorkflowResult,
+};
+
+use crate::notification::Notification;
+
+/// One event for a merchant.
+pub struct MerchantEvent<'a, T: Serialize> {
+    pub merchant: &'a MerchantId,
+    /// Stable for the business event: the callback's `webhook-id` and the child's id.
+    pub event_id: String,
+    pub event_type: &'a str,
+    pub data: &'a T,
+    pub priority: Priority,
+    pub notify_url: Option<String>,
+    /// One line for operators (the child's summary in the UI).
+    pub summary: String,
+}
+
+/// Starts the callback; starting it again (a replayed or retried step) is a no-op.
+pub async fn notify<W, T: Serialize>(
+    ctx: &mut WorkflowContext<W>,
+    event: MerchantEvent<'_, T>,
+) -> WorkflowResult<()> {
+    let invalid = |e: &dyn std::fmt::Display| ApplicationFailure::non_retryable(e.to_string());
+    let event_id = EventId::parse(event.event_id).map_err(|e| invalid(&e))?;
+    let workflow_id = payflow_client::ids::notification_workflow_id(event.merchant, &event_id);
+    let data = serde_json::to_value(event.data).map_err(|e| invalid(&e))?;
+    let queue = match event.priority {
+        Priority::Realtime => task_queues::NOTIFY_REALTIME,
+        Priority::Batch => task_queues::NOTIFY_BATCH,
+    };
+    let started = ctx
+        .start_child_workflow(
+            Notification::run,
+            NotificationRequest {
+                merchant_id: event.merchant.clone(),
+                event_id,
+                event_type: event.event_type.to_string(),
+                data,
+                priority: event.priority,
+                notify_url: event.notify_url,
+            },
+            ChildWorkflowOptions::builder()
+                .workflow_id(workflow_id)
+                .task_queue(queue.to_string())
+                .parent_close_policy(ParentClosePolicy::Abandon)
+                .static_summary(event.summary)
+                .build(),
+        )
+        .await;
+    match started {
+        Ok(_) => Ok(()),
+        // Already started by an earlier run of this step: the event is on its way.
+        Err(e) if e.to_string().contains("already") => Ok(()),
+        Err(e) => Err(invalid(&e).into()),
+    }
+}
