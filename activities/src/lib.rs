@@ -6,13 +6,15 @@
 //! - `accounting`: the rules that turn business events into balanced journal entries;
 //! - `notify/`: signed HTTP delivery of merchant callbacks;
 //! - `crypto/`: RSA2 and Standard Webhooks signatures;
-//! - `merchants`, `routing`, `risk`: configured merchants, products and risk limits;
+//! - `merchants`, `routing`, `risk`, `health`: configured merchants, products, risk limits and
+//!   channel health;
 //! - `payment`, `refund`, `transfer`, `payout`, `notification`: the Temporal activities
 //!   workflows call.
 
 pub mod accounting;
 pub mod channels;
 pub mod crypto;
+pub mod health;
 pub mod merchants;
 pub mod notification;
 pub mod notify;

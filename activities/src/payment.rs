@@ -184,6 +184,19 @@ impl PaymentActivities {
         if s.channels.get(&product.channel).is_none() {
             return rejected(format!("channel {} is not configured", product.channel));
         }
+        // A retried activity whose order exists is past routing: health no longer matters.
+        if !s.health.is_up(&product.channel)
+            && s.store
+                .order(&input.order_id)
+                .await
+                .map_err(store_err)?
+                .is_none()
+        {
+            return rejected(format!(
+                "channel {} is temporarily unavailable, try another payment method",
+                product.channel
+            ));
+        }
         let recent = s
             .store
             .recent_activity(
@@ -244,6 +257,10 @@ impl PaymentActivities {
                 expires_at_ms: order.expires_at_ms,
             })
             .await;
+        match &result {
+            Ok(_) | Err(ChannelError::Declined { .. }) => s.health.record_success(&order.channel),
+            Err(_) => s.health.record_failure(&order.channel),
+        }
         match result {
             Ok(resp) => {
                 s.store

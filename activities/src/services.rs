@@ -53,6 +53,8 @@ pub struct Services {
     pub channels: Channels,
     pub merchants: Merchants,
     pub routing: Routing,
+    /// Channels marked down after repeated transient failures (refused at routing).
+    pub health: crate::health::ChannelHealth,
     pub deliverer: Deliverer,
     /// Our public ingress base URL; channels post notifications to
     /// `{ingress_base_url}/channels/{channel}/notify`.

@@ -10,6 +10,7 @@ use payflow_activities::channels::Channels;
 use payflow_activities::channels::alipay::{AlipayChannel, AlipayConfig};
 use payflow_activities::crypto::rsa_keys::{RsaSigner, RsaVerifier};
 use payflow_activities::crypto::webhook::WebhookSecret;
+use payflow_activities::health::{ChannelHealth, HealthPolicy};
 use payflow_activities::merchants::{Merchant, MerchantStatus, Merchants};
 use payflow_activities::notify::{Deliverer, DeliveryPolicy};
 use payflow_activities::routing::{Product, Routing};
@@ -148,6 +149,7 @@ pub async fn build_services(config: &Config) -> Result<Services, StartupError> {
         channels,
         merchants,
         routing,
+        health: ChannelHealth::new(HealthPolicy::default()),
         deliverer,
         ingress_base_url: config.ingress.public_url.clone(),
         payment_timing: PaymentTiming {
