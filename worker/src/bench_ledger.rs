@@ -32,6 +32,10 @@ pub struct BenchLedgerArgs {
     /// Distinct accounts of the spread scenario.
     #[arg(long, default_value_t = 256)]
     pub accounts: usize,
+    /// Rounds of all scenarios, interleaved; the medians are printed (steadier on a busy
+    /// machine than one long round).
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
 }
 
 /// One scenario's result.
@@ -49,8 +53,8 @@ struct Column {
 const POSTINGS_PER_ENTRY: usize = 2;
 
 pub async fn run(args: BenchLedgerArgs) -> anyhow::Result<()> {
-    if args.entries == 0 || args.concurrency == 0 || args.accounts == 0 {
-        bail!("--entries, --concurrency and --accounts must be positive");
+    if args.entries == 0 || args.concurrency == 0 || args.accounts == 0 || args.rounds == 0 {
+        bail!("--entries, --concurrency, --accounts and --rounds must be positive");
     }
     let shards = balance_shards();
     let labels = [
@@ -74,8 +78,9 @@ pub async fn run(args: BenchLedgerArgs) -> anyhow::Result<()> {
     }
 
     println!(
-        "payflow bench ledger: {} entries per scenario ({} postings each), concurrency {}",
-        args.entries, POSTINGS_PER_ENTRY, args.concurrency
+        "payflow bench ledger: {} entries per scenario ({} postings each), concurrency {}, \
+         median of {} round(s)",
+        args.entries, POSTINGS_PER_ENTRY, args.concurrency, args.rounds
     );
     let width = 48;
     let col = columns
@@ -99,6 +104,54 @@ pub async fn run(args: BenchLedgerArgs) -> anyhow::Result<()> {
 
 async fn bench_one(url: &str, args: &BenchLedgerArgs, shards: u32) -> anyhow::Result<Vec<String>> {
     let store = Store::connect(url).await?;
+    let mut runs: [Vec<Run>; 4] = Default::default();
+    let mut reads: [Vec<f64>; 2] = Default::default();
+    for _ in 0..args.rounds {
+        let round = bench_round(&store, args, shards).await?;
+        for (all, r) in runs.iter_mut().zip(round.0) {
+            all.push(r);
+        }
+        for (all, r) in reads.iter_mut().zip(round.1) {
+            all.push(r);
+        }
+    }
+    let tb = store.trial_balance().await?;
+    store.close().await;
+    if tb.values().any(|d| *d != 0) {
+        bail!("trial balance not zero after the bench: {tb:?}");
+    }
+    let rate = |all: &mut Vec<Run>| {
+        let rate = median(all.iter().map(|r| r.postings_per_s).collect());
+        let p50 = median(all.iter().map(|r| r.p50_ms).collect());
+        let p99 = median(all.iter().map(|r| r.p99_ms).collect());
+        format!("{rate:>7.0} postings/s (p50 {p50:.1} ms, p99 {p99:.1} ms)")
+    };
+    let n = args.entries;
+    Ok(vec![
+        rate(&mut runs[0]),
+        rate(&mut runs[1]),
+        rate(&mut runs[2]),
+        rate(&mut runs[3]),
+        format!("{:.2} ms", median(reads[0].clone())),
+        format!(
+            "{:.2} ms ({} postings)",
+            median(reads[1].clone()),
+            n + n / 4
+        ),
+    ])
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// One round of every scenario on fresh accounts: the four runs and the two read timings.
+async fn bench_round(
+    store: &Store,
+    args: &BenchLedgerArgs,
+    shards: u32,
+) -> anyhow::Result<([Run; 4], [f64; 2])> {
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let amount = Money::parse("1.00", Currency::Cny)?;
     let n = args.entries;
@@ -180,26 +233,7 @@ async fn bench_one(url: &str, args: &BenchLedgerArgs, shards: u32) -> anyhow::Re
         async move { store.account_totals(&id).await.map(|_| ()) }
     })
     .await?;
-
-    let tb = store.trial_balance().await?;
-    store.close().await;
-    if tb.values().any(|d| *d != 0) {
-        bail!("trial balance not zero after the bench: {tb:?}");
-    }
-    let rate = |r: &Run| {
-        format!(
-            "{:>7.0} postings/s (p50 {:.1} ms, p99 {:.1} ms)",
-            r.postings_per_s, r.p50_ms, r.p99_ms
-        )
-    };
-    Ok(vec![
-        rate(&spread),
-        rate(&hot_sharded),
-        rate(&hot_single),
-        rate(&debits),
-        format!("{kept:.2} ms"),
-        format!("{summed:.2} ms ({} postings)", n + n / 4),
-    ])
+    Ok(([spread, hot_sharded, hot_single, debits], [kept, summed]))
 }
 
 /// Runs `op(0..n)` from `concurrency` tasks; postings per second over the wall time.

@@ -15,7 +15,7 @@ use payflow::sandbox::alipay::{
 use payflow_activities::channels::alipay::{AlipayChannel, AlipayConfig, wire};
 use payflow_activities::channels::{
     Channel, ChannelError, CloseOutcome, PayoutRequest, PayoutState, PrecreateRequest,
-    RefundRequest, RefundResult, RefundState, TradeState,
+    RefundRequest, RefundResult, RefundState, StatementUrl, TradeState,
 };
 use payflow_activities::crypto::rsa_keys::RsaSigner;
 use payflow_client::{Currency, Money};
@@ -522,4 +522,80 @@ async fn a_payment_can_arrive_after_close() {
         rig.refund("T-late", "R1", "12.34").await,
         succeeded("12.34")
     );
+}
+
+/// The Beijing calendar day of an instant (unix ms): Alipay's statement day.
+fn beijing_date(ms: i64) -> chrono::NaiveDate {
+    let beijing = chrono::FixedOffset::east_opt(8 * 3600).unwrap();
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .with_timezone(&beijing)
+        .date_naive()
+}
+
+async fn fetch(url: &str) -> String {
+    let resp = reqwest::get(url).await.unwrap();
+    assert!(resp.status().is_success(), "{url}: {}", resp.status());
+    resp.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_statement_is_not_ready_then_lists_the_days_paid_trades() {
+    let rig = rig(Knobs {
+        statement_pending: true,
+        ..Knobs::default()
+    })
+    .await;
+    rig.paid_trade("T-bill", "88.80").await;
+    rig.open_trade("T-bill-unpaid", "1.00", NOWHERE).await;
+    let order = rig.sandbox.order("T-bill").unwrap();
+    // The day the customer paid, Beijing time (not "today": midnight may have passed since).
+    let day = beijing_date(order.paid_at_ms.expect("paid"));
+    assert_eq!(
+        rig.channel.statement_url(day).await.unwrap(),
+        StatementUrl::NotReady
+    );
+
+    rig.sandbox.update_knobs(|k| k.statement_pending = false);
+    assert_eq!(rig.refund("T-bill", "R1", "8.80").await, succeeded("8.80"));
+    let StatementUrl::Ready(url) = rig.channel.statement_url(day).await.unwrap() else {
+        panic!("statement of {day} not ready");
+    };
+    assert_eq!(
+        url,
+        format!("http://{}/sandbox/bills/trade/{day}.csv", rig.sandbox.addr)
+    );
+    let csv = fetch(&url).await;
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "out_trade_no,trade_no,status,total_amount,refund_amount,paid_at",
+            &format!(
+                "T-bill,{},TRADE_SUCCESS,88.80,8.80,{}",
+                order.trade_no,
+                payflow_activities::channels::alipay::sign::format_time(order.paid_at_ms.unwrap())
+            ),
+        ],
+        "{csv}"
+    );
+
+    // The day before lists nothing of it; a day not over yet (Beijing time) has no bill.
+    let StatementUrl::Ready(before) = rig
+        .channel
+        .statement_url(day.pred_opt().unwrap())
+        .await
+        .unwrap()
+    else {
+        panic!("the day before not ready");
+    };
+    assert!(!fetch(&before).await.contains("T-bill"));
+    assert_eq!(
+        rig.channel
+            .statement_url(day + chrono::Days::new(2))
+            .await
+            .unwrap(),
+        StatementUrl::NotReady
+    );
+    assert_eq!(rig.sandbox.calls(wire::BILL_URL_QUERY), 4);
 }

@@ -119,6 +119,16 @@ pub enum PayoutState {
     NotFound,
 }
 
+/// Where to download the channel's statement (bill) of one day: the input to reconciliation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StatementUrl {
+    /// A short-lived download address (Alipay's expires 30 seconds after it is issued: fetch
+    /// it at once, ask again for a new one).
+    Ready(String),
+    /// The channel has not generated that day's statement yet: ask again later.
+    NotReady,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChannelError {
     /// Retrying may succeed: network error, timeout, 5xx, the channel's "system busy".
@@ -171,6 +181,9 @@ pub trait Channel: Send + Sync {
     /// Pays out to an external account; idempotent by `out_biz_no`.
     async fn payout(&self, req: &PayoutRequest) -> Result<PayoutState, ChannelError>;
     async fn query_payout(&self, out_biz_no: &str) -> Result<PayoutState, ChannelError>;
+    /// The download address of the trade statement of `date`, a calendar day in the channel's
+    /// time zone (Beijing time for Alipay).
+    async fn statement_url(&self, date: chrono::NaiveDate) -> Result<StatementUrl, ChannelError>;
     /// Verifies an incoming notification (form or body) and extracts its fields.
     fn verify_notice(
         &self,

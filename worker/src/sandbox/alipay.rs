@@ -1,7 +1,10 @@
 //! The sandbox's Alipay gateway: trades (`alipay.trade.precreate`, `.query`, `.close`), refunds
 //! (`alipay.trade.refund`, `alipay.trade.fastpay.refund.query`) and transfers
-//! (`alipay.fund.trans.uni.transfer`, `alipay.fund.trans.common.query`), each in its submodule.
+//! (`alipay.fund.trans.uni.transfer`, `alipay.fund.trans.common.query`) and statements
+//! (`alipay.data.dataservice.bill.downloadurl.query`, whose address `GET
+//! /sandbox/bills/trade/{date}.csv` this server also serves), each in its submodule.
 
+mod bill;
 mod payout;
 mod refund;
 mod trade;
@@ -14,9 +17,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use payflow_activities::channels::alipay::{sign, wire};
 use payflow_activities::crypto::rsa_keys::{RsaSigner, RsaVerifier};
 use rust_decimal::Decimal;
@@ -93,6 +96,10 @@ pub struct Knobs {
     /// Gateway calls of these methods (e.g. `alipay.trade.query`) are accepted and not
     /// answered while they stay listed; clearing the knob lets them proceed.
     pub hang_methods: Vec<String>,
+    /// While set, the statement query answers `isp.bill_not_exist` for every day, as Alipay
+    /// does until it has generated the day's bill (the morning after); unset (the default), it
+    /// serves any day at once, today's trades so far included.
+    pub statement_pending: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +118,8 @@ pub struct SandboxOrder {
     /// What the customer paid (differs from `total_amount` only when a knob says so).
     pub paid_amount: String,
     pub status: SandboxStatus,
+    /// When the customer paid (unix ms); `None` while unpaid or closed unpaid.
+    pub paid_at_ms: Option<i64>,
     pub notify_mode: NotifyMode,
     pub notify_url: Option<String>,
     /// Notification posts made and how many were acknowledged.
@@ -178,6 +187,8 @@ pub struct SandboxPayout {
 
 struct Inner {
     cfg: SandboxConfig,
+    /// Where we listen: the statement address's host when a request names none.
+    addr: SocketAddr,
     knobs: Mutex<Knobs>,
     /// Gateway calls received, by method (what the channel "saw").
     calls: Mutex<HashMap<String, u32>>,
@@ -363,6 +374,7 @@ pub async fn spawn(listener: TcpListener, cfg: SandboxConfig) -> std::io::Result
         knobs: Mutex::new(cfg.knobs.clone()),
         calls: Mutex::new(HashMap::new()),
         cfg,
+        addr,
         orders: Mutex::new(HashMap::new()),
         payouts: Mutex::new(HashMap::new()),
         changed,
@@ -375,6 +387,7 @@ pub async fn spawn(listener: TcpListener, cfg: SandboxConfig) -> std::io::Result
     let app = Router::new()
         .route("/gateway.do", post(gateway))
         .route("/sandbox/orders/{out_trade_no}/pay", post(control_pay))
+        .route("/sandbox/bills/trade/{file}", get(bill::download))
         .with_state(inner.clone());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -414,7 +427,7 @@ async fn hang_while_listed(inner: &Inner, method: &str) {
     }
 }
 
-async fn gateway(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+async fn gateway(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
     let params: BTreeMap<String, String> = match serde_urlencoded::from_bytes(&body) {
         Ok(p) => p,
         Err(_) => return (StatusCode::BAD_REQUEST, "bad form").into_response(),
@@ -456,6 +469,14 @@ async fn gateway(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
             wire::REFUND_QUERY => Ok(refund::query(&inner, &biz)),
             wire::TRANSFER => payout::transfer(&inner, &biz),
             wire::TRANSFER_QUERY => Ok(payout::query(&inner, &biz)),
+            wire::BILL_URL_QUERY => {
+                // The statement lives on this server, under the name the caller reached it by.
+                let host = headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map_or_else(|| inner.addr.to_string(), str::to_string);
+                Ok(bill::url_query(&inner, &biz, &format!("http://{host}")))
+            }
             _ => Ok(invalid_arguments("isv.invalid-method", "unknown method")),
         }
     };

@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 
 use super::{
     Channel, ChannelError, CloseOutcome, NoticeError, PayoutRequest, PayoutState, PrecreateRequest,
-    PrecreateResponse, RefundRequest, RefundResult, RefundState, TradeQuery, TradeState,
-    VerifiedNotice,
+    PrecreateResponse, RefundRequest, RefundResult, RefundState, StatementUrl, TradeQuery,
+    TradeState, VerifiedNotice,
 };
 use crate::crypto::rsa_keys::{RsaSigner, RsaVerifier};
 
@@ -439,6 +439,48 @@ fn payout_query_result(
     )
 }
 
+/// The `biz_content` of `alipay.data.dataservice.bill.downloadurl.query` for a daily trade bill.
+fn bill_url_biz(date: chrono::NaiveDate) -> String {
+    serde_json::to_string(&wire::BillUrlBiz {
+        bill_type: wire::BILL_TYPE_TRADE.into(),
+        bill_date: date.format("%Y-%m-%d").to_string(),
+    })
+    .expect("biz content serialises")
+}
+
+/// Maps the answer of `alipay.data.dataservice.bill.downloadurl.query`.
+fn statement_url_result(
+    c: &wire::Common,
+    r: &wire::BillUrlResponse,
+) -> Result<StatementUrl, ChannelError> {
+    if c.code != wire::CODE_SUCCESS {
+        return match c.sub_code.as_deref() {
+            Some(wire::SUB_BILL_NOT_EXIST) => Ok(StatementUrl::NotReady),
+            // This API's "unknown error, try again later" (system errors are caught by decode).
+            Some("isp.unknow-error") => Err(ChannelError::Transient(format!(
+                "{}: {} {}",
+                wire::BILL_URL_QUERY,
+                c.code,
+                c.sub_msg.as_deref().unwrap_or(&c.msg)
+            ))),
+            _ => Err(declined(c)),
+        };
+    }
+    match r.bill_download_url.as_deref() {
+        Some(text) => match url::Url::parse(text) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {
+                Ok(StatementUrl::Ready(text.to_string()))
+            }
+            _ => Err(ChannelError::Untrusted(format!(
+                "bill_download_url {text:?} is not an http(s) address"
+            ))),
+        },
+        None => Err(ChannelError::Untrusted(
+            "bill url query succeeded without bill_download_url".into(),
+        )),
+    }
+}
+
 #[async_trait::async_trait]
 impl Channel for AlipayChannel {
     fn name(&self) -> &str {
@@ -570,6 +612,13 @@ impl Channel for AlipayChannel {
         let (r, common): (wire::TransferQueryResponse, _) =
             self.call(wire::TRANSFER_QUERY, biz, None).await?;
         payout_query_result(&common, &r, out_biz_no)
+    }
+
+    async fn statement_url(&self, date: chrono::NaiveDate) -> Result<StatementUrl, ChannelError> {
+        let (r, common): (wire::BillUrlResponse, _) = self
+            .call(wire::BILL_URL_QUERY, bill_url_biz(date), None)
+            .await?;
+        statement_url_result(&common, &r)
     }
 
     fn verify_notice(
@@ -899,5 +948,57 @@ mod tests {
             payout_query(denied),
             Err(ChannelError::Declined { .. })
         ));
+    }
+
+    fn statement(node: &str) -> Result<StatementUrl, ChannelError> {
+        let (r, c) = decode(wire::BILL_URL_QUERY, node)?;
+        statement_url_result(&c, &r)
+    }
+
+    #[test]
+    fn bill_url_query_mapping() {
+        let date = chrono::NaiveDate::from_ymd_opt(2026, 1, 5).unwrap();
+        assert_eq!(
+            bill_url_biz(date),
+            r#"{"bill_type":"trade","bill_date":"2026-01-05"}"#
+        );
+        let url = "http://dwbillcenter.alipay.com/downloadBillFile.resource?bizType=trade&userId=20885&fileType=csv.zip&bizDates=20260105&downloadFileName=20885_20260105.csv.zip&fileId=%2Ftrade%2F20885%2F20260105&timestamp=1767657600&token=abc";
+        let ok = format!(r#"{{"code":"10000","msg":"Success","bill_download_url":"{url}"}}"#);
+        assert_eq!(statement(&ok), Ok(StatementUrl::Ready(url.into())));
+        let not_yet = r#"{"code":"40004","msg":"Business Failed","sub_code":"isp.bill_not_exist","sub_msg":"bill does not exist"}"#;
+        assert_eq!(statement(not_yet), Ok(StatementUrl::NotReady));
+        let bad_date = r#"{"code":"40004","msg":"Business Failed","sub_code":"isv.invalid-arguments","sub_msg":"bill_date is invalid"}"#;
+        assert_eq!(
+            statement(bad_date),
+            Err(ChannelError::Declined {
+                code: "isv.invalid-arguments".into(),
+                message: "bill_date is invalid".into()
+            })
+        );
+        let denied = r#"{"code":"40006","msg":"Insufficient Permissions","sub_code":"isv.insufficient-isv-permissions","sub_msg":"no permission"}"#;
+        assert!(matches!(
+            statement(denied),
+            Err(ChannelError::Declined { .. })
+        ));
+        for busy in [
+            r#"{"code":"20000","msg":"Service Currently Unavailable","sub_code":"isp.unknow-error","sub_msg":"system busy"}"#,
+            r#"{"code":"40004","msg":"Business Failed","sub_code":"isp.unknow-error","sub_msg":"unknown error"}"#,
+            r#"{"code":"40004","msg":"Business Failed","sub_code":"ACQ.SYSTEM_ERROR","sub_msg":"busy"}"#,
+        ] {
+            assert!(
+                matches!(statement(busy), Err(ChannelError::Transient(_))),
+                "{busy}"
+            );
+        }
+        let no_url = r#"{"code":"10000","msg":"Success"}"#;
+        let not_a_url = r#"{"code":"10000","msg":"Success","bill_download_url":"bill.csv.zip"}"#;
+        let file_url =
+            r#"{"code":"10000","msg":"Success","bill_download_url":"file:///etc/passwd"}"#;
+        for node in [no_url, not_a_url, file_url] {
+            assert!(
+                matches!(statement(node), Err(ChannelError::Untrusted(_))),
+                "{node}"
+            );
+        }
     }
 }

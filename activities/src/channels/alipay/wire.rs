@@ -9,6 +9,7 @@ pub const REFUND: &str = "alipay.trade.refund";
 pub const REFUND_QUERY: &str = "alipay.trade.fastpay.refund.query";
 pub const TRANSFER: &str = "alipay.fund.trans.uni.transfer";
 pub const TRANSFER_QUERY: &str = "alipay.fund.trans.common.query";
+pub const BILL_URL_QUERY: &str = "alipay.data.dataservice.bill.downloadurl.query";
 
 /// Gateway code for success.
 pub const CODE_SUCCESS: &str = "10000";
@@ -22,6 +23,11 @@ pub const PRODUCT_TRANS_ACCOUNT_NO_PWD: &str = "TRANS_ACCOUNT_NO_PWD";
 pub const BIZ_SCENE_DIRECT_TRANSFER: &str = "DIRECT_TRANSFER";
 /// Payee identified by Alipay logon id (e-mail or phone); `name` is then required.
 pub const IDENTITY_ALIPAY_LOGON_ID: &str = "ALIPAY_LOGON_ID";
+/// Bill of the merchant's acquiring trades (`signcustomer` would be the account's fund moves).
+pub const BILL_TYPE_TRADE: &str = "trade";
+/// The statement of that day is not generated yet (day D's comes the morning after, Beijing
+/// time; today's never exists).
+pub const SUB_BILL_NOT_EXIST: &str = "isp.bill_not_exist";
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PrecreateBiz {
@@ -178,4 +184,19 @@ pub struct TransferQueryResponse {
     /// Set when the status is `FAIL` or `REFUND`.
     pub error_code: Option<String>,
     pub fail_reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BillUrlBiz {
+    pub bill_type: String,
+    /// `yyyy-MM-dd` for a daily bill (`yyyy-MM` would be a monthly one), Beijing time.
+    pub bill_date: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BillUrlResponse {
+    #[serde(flatten)]
+    pub common: Common,
+    /// Valid for 30 seconds; serves a zip of GBK-encoded CSV files.
+    pub bill_download_url: Option<String>,
 }

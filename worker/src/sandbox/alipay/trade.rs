@@ -34,6 +34,7 @@ fn settle(inner: &Arc<Inner>, out_trade_no: &str, even_if_closed: bool) -> bool 
             return o.status == SandboxStatus::Success;
         }
         o.status = SandboxStatus::Success;
+        o.paid_at_ms = Some(now_ms());
         (o.notify_url.clone(), o.notify_mode)
     };
     bump(inner);
@@ -91,7 +92,10 @@ async fn notify_until_acknowledged(
         p.insert("out_trade_no".to_string(), out_trade_no.clone());
         p.insert("trade_status".to_string(), "TRADE_SUCCESS".to_string());
         p.insert("total_amount".to_string(), order.paid_amount.clone());
-        p.insert("gmt_payment".to_string(), sign::format_time(now));
+        p.insert(
+            "gmt_payment".to_string(),
+            sign::format_time(order.paid_at_ms.unwrap_or(now)),
+        );
         if sign::sign_notify(&mut p, &inner.cfg.signer).is_err() {
             return;
         }
@@ -154,6 +158,7 @@ pub(super) fn precreate(
                     paid_amount: knobs.paid_amount.clone().unwrap_or_else(|| total.clone()),
                     total_amount: total,
                     status: SandboxStatus::WaitBuyerPay,
+                    paid_at_ms: None,
                     notify_mode: knobs.notify,
                     notify_url: params.get("notify_url").cloned(),
                     notifications_sent: 0,
