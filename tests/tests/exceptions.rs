@@ -289,7 +289,7 @@ async fn a_channel_that_hangs_on_prepay_is_retried() {
         "\n[[channels]]\nname = \"alipay-hanging\"\nkind = \"alipay\"\n\
          gateway_url = \"{gateway}\"\napp_id = \"{app_id}\"\n\
          app_private_key = {{ file = \"{private}\" }}\n\
-         channel_public_key = {{ file = \"{public}\" }}\nrequest_timeout_ms = 10000\n\
+         channel_public_key = {{ file = \"{public}\" }}\nrequest_timeout_ms = 1000\n\
          \n[[products]]\nid = \"qr-hanging\"\nchannel = \"alipay-hanging\"\n",
         gateway = hanging.gateway_url(),
         app_id = stack::APP_ID,
