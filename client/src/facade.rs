@@ -104,16 +104,28 @@ impl Payflow {
             req.merchant_id, req.amount, req.merchant_order_no
         ))
         .build();
-        let result = self
-            .client
-            .execute_update_with_start_workflow(
-                PaymentWorkflow,
-                req.clone(),
-                PrepayUpdate,
-                req.clone(),
-                options,
-            )
-            .await;
+        // The server may abort an in-flight update under load ("unavailable"); asking again is
+        // safe because the payment is idempotent by its id.
+        let mut backoff = std::time::Duration::from_millis(100);
+        let result = loop {
+            let result = self
+                .client
+                .execute_update_with_start_workflow(
+                    PaymentWorkflow,
+                    req.clone(),
+                    PrepayUpdate,
+                    req.clone(),
+                    options.clone(),
+                )
+                .await;
+            match &result {
+                Err(e) if is_unavailable(e) && backoff < std::time::Duration::from_secs(5) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+                _ => break result,
+            }
+        };
         match result {
             Ok(prepay) => Ok(prepay),
             Err(WorkflowUpdateWithStartError::Start(WorkflowStartError::AlreadyStarted {
@@ -357,6 +369,18 @@ impl Payflow {
             .query(NotificationStatusQuery, (), WorkflowQueryOptions::default())
             .await
             .map_err(|e| query_error(&id, e))
+    }
+}
+
+/// The server's "try again" (gRPC `UNAVAILABLE`), e.g. an update aborted under load.
+fn is_unavailable(e: &WorkflowUpdateWithStartError) -> bool {
+    use temporalio_client::tonic::Code;
+    match e {
+        WorkflowUpdateWithStartError::Rpc(status)
+        | WorkflowUpdateWithStartError::Update(WorkflowUpdateError::Rpc(status)) => {
+            status.code() == Code::Unavailable
+        }
+        _ => false,
     }
 }
 
