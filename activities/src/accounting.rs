@@ -25,6 +25,7 @@
 //! | transfer (hold)            | `transfer:{transfer}`        | `transfer`            | Dr wallet:from; Cr wallet:to                       |
 //! | payout (hold)              | `payout:{payout}`            | `payout`              | Dr merchant payable; Cr clearing                   |
 //! | recharge succeeded         | `recharge:{order}:succeeded` | `recharge`            | Dr clearing; Cr wallet:owner                       |
+//! | recharge refund (hold)     | `refund:{refund}`            | `recharge_refund`     | Dr wallet:owner; Cr clearing                       |
 //!
 //! A hold posts as the entry `{hold id}:post` with the hold's kind and order.
 
@@ -319,6 +320,32 @@ pub fn late_payment_refund_hold(
         hold: hold(
             refund_hold_id(refund_id),
             "late_payment_refund",
+            Some(order_id),
+            &debit,
+            &credit,
+            amount,
+        ),
+        accounts: vec![debit, credit],
+    }
+}
+
+/// Try of a refund of a recharge: the top-up leaves the owner's wallet (never below zero).
+pub fn recharge_refund_hold(
+    refund_id: &str,
+    order_id: &str,
+    channel: &str,
+    owner: &str,
+    amount: Money,
+) -> HoldBooking {
+    let c = amount.currency();
+    let (debit, credit) = (
+        wallet_account(owner, c),
+        channel_clearing_account(channel, c),
+    );
+    HoldBooking {
+        hold: hold(
+            refund_hold_id(refund_id),
+            "recharge_refund",
             Some(order_id),
             &debit,
             &credit,

@@ -135,13 +135,19 @@ impl PaymentActivities {
             .routing
             .product(&order.product_id)
             .and_then(|p| accounting::fee_for(paid, p.fee_rate));
-        let booking = accounting::payment_succeeded(
-            &order.order_id,
-            &order.channel,
-            &order.merchant_id,
-            paid,
-            fee,
-        );
+        let booking = match &order.recharge_wallet {
+            // A top-up: the payer's wallet is credited, the merchant is not, no fee.
+            Some(owner) => {
+                accounting::recharge_succeeded(&order.order_id, &order.channel, owner, paid)
+            }
+            None => accounting::payment_succeeded(
+                &order.order_id,
+                &order.channel,
+                &order.merchant_id,
+                paid,
+                fee,
+            ),
+        };
         s.store
             .transition_with_entry(
                 &order.order_id,
@@ -226,6 +232,7 @@ impl PaymentActivities {
                 subject: req.subject.clone(),
                 expires_at_ms: input.requested_at_ms
                     + s.payment_timing.scaled_expiry_ms(req.expires_in_secs()),
+                recharge_wallet: req.recharge_wallet.as_ref().map(|w| w.to_string()),
             })
             .await;
         match order {

@@ -187,13 +187,23 @@ impl RefundActivities {
                     refund.amount.currency(),
                 )
                 .map_err(fatal)?;
-                accounting::refund_hold(
-                    &refund.refund_id,
-                    &order.order_id,
-                    &order.channel,
-                    &order.merchant_id,
-                    merchant_part,
-                )
+                match &order.recharge_wallet {
+                    // Refunding a top-up takes it back from the wallet (never below zero).
+                    Some(owner) => accounting::recharge_refund_hold(
+                        &refund.refund_id,
+                        &order.order_id,
+                        &order.channel,
+                        owner,
+                        merchant_part,
+                    ),
+                    None => accounting::refund_hold(
+                        &refund.refund_id,
+                        &order.order_id,
+                        &order.channel,
+                        &order.merchant_id,
+                        merchant_part,
+                    ),
+                }
             }
             RefundKind::LatePayment | RefundKind::Exception => {
                 accounting::late_payment_refund_hold(

@@ -52,6 +52,7 @@ async fn pending_order(store: &Store, order_id: &str, amount: Money) {
             channel: CHANNEL.to_string(),
             subject: "a test order".to_string(),
             expires_at_ms: 4_102_444_800_000,
+            recharge_wallet: None,
         })
         .await
         .unwrap();
@@ -227,6 +228,7 @@ async fn case_guard_refuses_over_refund_and_unpaid_orders(store: Store) {
             channel: CHANNEL.to_string(),
             subject: "a test order".to_string(),
             expires_at_ms: 4_102_444_800_000,
+            recharge_wallet: None,
         })
         .await
         .unwrap();

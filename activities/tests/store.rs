@@ -41,6 +41,7 @@ fn new_order(order_id: &str, merchant_order_no: &str, amount: Money) -> NewOrder
         channel: "alipay".to_string(),
         subject: "a test order".to_string(),
         expires_at_ms: 4_102_444_800_000,
+        recharge_wallet: None,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{MerchantId, OrderNo, ProductId};
+use crate::ids::{MerchantId, OrderNo, ProductId, WalletId};
 use crate::money::Money;
 
 /// Default time a payment stays payable.
@@ -24,6 +24,10 @@ pub struct PaymentRequest {
     /// Seconds until an unpaid order is closed; default 15 minutes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in_secs: Option<u64>,
+    /// A recharge: the payment tops up this wallet (`wallet:{owner}`) instead of the
+    /// merchant's balance, with no fee.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recharge_wallet: Option<WalletId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -193,6 +197,7 @@ mod tests {
             subject: "tea".into(),
             notify_url: None,
             expires_in_secs: None,
+            recharge_wallet: None,
         }
     }
 

@@ -275,6 +275,7 @@ pub fn payment_request(order_no: &str, amount: &str) -> PaymentRequest {
         subject: format!("test {order_no}"),
         notify_url: None,
         expires_in_secs: None,
+        recharge_wallet: None,
     }
 }
 

@@ -9,8 +9,9 @@ use payflow::stack::{self, Stack};
 use payflow_activities::accounting;
 use payflow_activities::store::holds::HoldState;
 use payflow_client::{
-    Currency, MerchantId, Money, PayState, PayoutDecision, PayoutNo, PayoutRequest, PayoutState,
-    PayoutStatus, TransferNo, TransferRequest, TransferState, WalletId,
+    Currency, MerchantId, Money, OrderNo, PayState, PaymentRequest, PayoutDecision, PayoutNo,
+    PayoutRequest, PayoutState, PayoutStatus, RefundKind, RefundNo, RefundRequest, RefundState,
+    TransferNo, TransferRequest, TransferState, WalletId,
 };
 use payflow_tests::{Db, Timing, eventually, payment_request, payment_where, spawn_app};
 
@@ -297,20 +298,24 @@ async fn large_payouts_wait_for_review() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transfers_move_funds_between_wallets_or_change_nothing() {
+async fn recharges_fill_wallets_and_transfers_move_funds_or_change_nothing() {
     let Some(app) = spawn_app(Db::Postgres, Timing::default()).await else {
         return;
     };
-    // Alice's wallet was topped up by a recharge of 50.00.
-    app.store
-        .book(&accounting::recharge_succeeded(
-            "o-topup",
-            stack::CHANNEL,
-            "alice",
-            cny("50.00"),
-        ))
-        .await
-        .unwrap();
+    // Alice tops up her wallet by paying 50.00: a recharge, no fee, no merchant balance.
+    let topup = PaymentRequest {
+        recharge_wallet: Some(WalletId::parse("alice").unwrap()),
+        ..payment_request("o-topup", "50.00")
+    };
+    app.payflow.pay(topup.clone()).await.unwrap();
+    payment_where(&app, &topup, "recharge", |s| s.state == PayState::Succeeded).await;
+    assert!(
+        app.store
+            .account_balance(&accounting::merchant_payable(stack::MERCHANT))
+            .await
+            .is_err(),
+        "a recharge never reaches the merchant's balance"
+    );
     let wallet = |owner: &str| {
         let store = app.store.clone();
         let id = accounting::wallet(owner);
@@ -360,6 +365,31 @@ async fn transfers_move_funds_between_wallets_or_change_nothing() {
         (2000, 3000),
         "nothing changed"
     );
+    // Refunding the top-up takes it back from the wallet, never below zero.
+    let refund = |no: &str, amount: &str| RefundRequest {
+        merchant_id: merchant(),
+        merchant_order_no: OrderNo::parse("o-topup").unwrap(),
+        merchant_refund_no: RefundNo::parse(no).unwrap(),
+        amount: cny(amount),
+        reason: "top-up returned".into(),
+        kind: RefundKind::Merchant,
+    };
+    app.payflow.refund(refund("rt-1", "25.00")).await.unwrap();
+    let short = app
+        .payflow
+        .refund_result(&merchant(), &RefundNo::parse("rt-1").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(short.state, RefundState::Failed, "alice has 20.00 left");
+    assert_eq!(short.failure.unwrap().code, "payflow.INSUFFICIENT_BALANCE");
+    app.payflow.refund(refund("rt-2", "20.00")).await.unwrap();
+    let back = app
+        .payflow
+        .refund_result(&merchant(), &RefundNo::parse("rt-2").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(back.state, RefundState::Succeeded);
+    assert_eq!(wallet("alice").await, 0);
     let tb = app.store.trial_balance().await.unwrap();
     assert!(tb.values().all(|v| *v == 0), "trial balance {tb:?}");
     app.shutdown().await.unwrap();

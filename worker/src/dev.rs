@@ -114,6 +114,7 @@ async fn demo(stack: &Stack, ui: &str) -> anyhow::Result<()> {
         subject: "payflow demo".into(),
         notify_url: None,
         expires_in_secs: None,
+        recharge_wallet: None,
     };
     let prepay = stack
         .payflow

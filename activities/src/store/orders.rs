@@ -19,6 +19,9 @@ pub struct NewOrder {
     pub channel: String,
     pub subject: String,
     pub expires_at_ms: i64,
+    /// A recharge: success credits `wallet:{owner}` instead of the merchant.
+    #[serde(default)]
+    pub recharge_wallet: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +41,8 @@ pub struct Order {
     pub expires_at_ms: i64,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    #[serde(default)]
+    pub recharge_wallet: Option<String>,
 }
 
 /// Fields set together with a state change.
@@ -50,7 +55,7 @@ pub struct OrderPatch {
 
 pub(super) const COLUMNS: &str = "order_id, merchant_id, merchant_order_no, amount_minor, currency, \
     product_id, channel, subject, state, version, channel_trade_no, paid_amount_minor, \
-    failure_code, failure_message, expires_at_ms, created_at_ms, updated_at_ms";
+    failure_code, failure_message, expires_at_ms, created_at_ms, updated_at_ms, recharge_wallet";
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
@@ -86,6 +91,7 @@ pub(super) fn order_from_row(row: &AnyRow) -> Result<Order, StoreError> {
         expires_at_ms: row.try_get("expires_at_ms")?,
         created_at_ms: row.try_get("created_at_ms")?,
         updated_at_ms: row.try_get("updated_at_ms")?,
+        recharge_wallet: row.try_get("recharge_wallet")?,
     })
 }
 
@@ -98,7 +104,8 @@ impl Store {
         let insert = self.sql(
             "INSERT INTO payment_orders (order_id, merchant_id, merchant_order_no, amount_minor, \
              currency, product_id, channel, subject, state, version, expires_at_ms, \
-             created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
+             created_at_ms, updated_at_ms, recharge_wallet) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
         );
         let result = sqlx::query(&insert)
             .bind(&o.order_id)
@@ -113,6 +120,7 @@ impl Store {
             .bind(o.expires_at_ms)
             .bind(now)
             .bind(now)
+            .bind(o.recharge_wallet.clone())
             .execute(self.pool())
             .await;
         match result {
