@@ -15,6 +15,7 @@ pub mod accounting;
 pub mod channels;
 pub mod crypto;
 pub mod health;
+pub mod ledger_read;
 pub mod merchants;
 pub mod notification;
 pub mod notify;
@@ -28,6 +29,7 @@ pub mod store;
 pub mod tls;
 pub mod transfer;
 
+pub use ledger_read::LedgerActivities;
 pub use notification::NotifyActivities;
 pub use payment::PaymentActivities;
 pub use payout::PayoutActivities;

@@ -9,6 +9,7 @@ use temporalio_common::{
     HasWorkflowDefinition, QueryDefinition, SignalDefinition, UpdateDefinition, WorkflowDefinition,
 };
 
+use crate::ledger::{LedgerAnswer, LedgerRequest};
 use crate::notification::{NotificationRequest, NotificationStatus};
 use crate::payment::{ChannelNotice, PaymentRequest, PaymentStatus, Prepay, Resolution};
 use crate::refund::{RefundRequest, RefundStatus};
@@ -23,6 +24,7 @@ pub mod names {
     pub const REFUND: &str = "Refund";
     pub const TRANSFER: &str = "Transfer";
     pub const PAYOUT: &str = "Payout";
+    pub const LEDGER_READ: &str = "LedgerRead";
 
     /// Signal from the ingress: the channel says something happened to the payment.
     pub const CHANNEL_NOTIFIED: &str = "channel_notified";
@@ -162,6 +164,12 @@ message_def!(
 message_def!(
     /// Operator review of a large payout.
     signal ReviewPayout, PayoutWorkflow, names::REVIEW, PayoutDecision
+);
+
+workflow_def!(
+    /// `ledger-read/{uuid}`: one read of the ledger through Temporal, so services need no
+    /// database access of their own.
+    LedgerReadWorkflow, names::LEDGER_READ, LedgerRequest, LedgerAnswer
 );
 
 workflow_def!(

@@ -11,15 +11,21 @@ use temporalio_client::{
 
 use temporalio_common::HasWorkflowDefinition;
 
+use std::collections::BTreeMap;
+
+use rust_decimal::Decimal;
+
 use crate::definitions::{
-    ClosePayment, NotificationStatusQuery, NotificationWorkflow, PaymentStatusQuery,
-    PaymentWorkflow, PayoutStatusQuery, PayoutWorkflow, PrepayUpdate, RefundStatusQuery,
-    RefundWorkflow, ResolvePayment, ReviewPayout, TransferWorkflow, task_queues,
+    ClosePayment, LedgerReadWorkflow, NotificationStatusQuery, NotificationWorkflow,
+    PaymentStatusQuery, PaymentWorkflow, PayoutStatusQuery, PayoutWorkflow, PrepayUpdate,
+    RefundStatusQuery, RefundWorkflow, ResolvePayment, ReviewPayout, TransferWorkflow, task_queues,
 };
 use crate::ids::{
     EventId, MerchantId, OrderNo, PayoutNo, RefundNo, TransferNo, notification_workflow_id,
     payment_workflow_id, payout_workflow_id, refund_workflow_id, transfer_workflow_id,
 };
+use crate::ledger::{AccountBalanceView, EntryView, LedgerAnswer, LedgerRequest};
+use crate::money::Currency;
 use crate::notification::{NotificationRequest, NotificationStatus, Priority};
 use crate::payment::{PayState, PaymentRequest, PaymentStatus, Prepay, RequestError, Resolution};
 use crate::refund::{RefundKind, RefundRequest, RefundRequestError, RefundStatus};
@@ -321,6 +327,62 @@ impl Payflow {
             .map_err(|e| PayflowError::Temporal(e.to_string()))
     }
 
+    /// An account's balance (`None`: no such account), e.g.
+    /// `accounting`'s `merchant:{merchant}:payable` or `wallet:{owner}`.
+    pub async fn account_balance(
+        &self,
+        account_id: &str,
+    ) -> Result<Option<AccountBalanceView>, PayflowError> {
+        match self
+            .read_ledger(LedgerRequest::Balance {
+                account_id: account_id.to_string(),
+            })
+            .await?
+        {
+            LedgerAnswer::Balance(b) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The journal entries of one order (payflow's order id), oldest first.
+    pub async fn order_entries(&self, order_id: &str) -> Result<Vec<EntryView>, PayflowError> {
+        match self
+            .read_ledger(LedgerRequest::OrderEntries {
+                order_id: order_id.to_string(),
+            })
+            .await?
+        {
+            LedgerAnswer::Entries(e) => Ok(e),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Debits minus credits per currency over every account: all zero in a sound ledger.
+    pub async fn trial_balance(&self) -> Result<BTreeMap<Currency, Decimal>, PayflowError> {
+        match self.read_ledger(LedgerRequest::TrialBalance).await? {
+            LedgerAnswer::TrialBalance(t) => Ok(t),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// One ledger read as a short workflow: services reach the books through Temporal with
+    /// the access they already have, never through the database.
+    async fn read_ledger(&self, req: LedgerRequest) -> Result<LedgerAnswer, PayflowError> {
+        let id = format!("ledger-read/{}", uuid::Uuid::new_v4().simple());
+        let options = WorkflowStartOptions::new(task_queues::PAYMENTS, id.clone())
+            .static_summary("ledger read".to_string())
+            .build();
+        let handle = self
+            .client
+            .start_workflow(LedgerReadWorkflow, req, options)
+            .await
+            .map_err(|e| PayflowError::Temporal(e.to_string()))?;
+        handle
+            .get_result(Default::default())
+            .await
+            .map_err(|e| PayflowError::Temporal(e.to_string()))
+    }
+
     /// Starts `id` unless a workflow with that id runs or ran: business ids are idempotency
     /// keys, so a repeated call joins the first, also after it finished.
     async fn start_once<W>(
@@ -370,6 +432,10 @@ impl Payflow {
             .await
             .map_err(|e| query_error(&id, e))
     }
+}
+
+fn unexpected(answer: LedgerAnswer) -> PayflowError {
+    PayflowError::Temporal(format!("unexpected ledger answer {answer:?}"))
 }
 
 /// The server's "try again" (gRPC `UNAVAILABLE`), e.g. an update aborted under load.

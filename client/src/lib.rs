@@ -11,6 +11,7 @@
 pub mod definitions;
 pub mod facade;
 pub mod ids;
+pub mod ledger;
 pub mod money;
 pub mod notification;
 pub mod payment;
@@ -21,6 +22,7 @@ pub use facade::{Payflow, PayflowError};
 pub use ids::{
     EventId, IdError, MerchantId, OrderNo, PayoutNo, ProductId, RefundNo, TransferNo, WalletId,
 };
+pub use ledger::{AccountBalanceView, EntryView, LedgerAnswer, LedgerRequest, PostingView};
 pub use money::{Currency, Money, MoneyError};
 pub use notification::{
     DeliveryAttempt, NotificationRequest, NotificationStatus, NotifyState, Priority,

@@ -107,14 +107,18 @@ async fn hold_state(app: &Stack, refund_id: &str) -> Option<HoldState> {
 }
 
 /// Kinds of the journal entries of an order, in order.
+/// The order's entry kinds, sorted: entries posted in one transaction may share a timestamp.
 async fn entry_kinds(app: &Stack, order_id: &str) -> Vec<String> {
-    app.store
+    let mut kinds: Vec<String> = app
+        .store
         .entries_for_order(order_id)
         .await
         .unwrap()
         .into_iter()
         .map(|e| e.kind)
-        .collect()
+        .collect();
+    kinds.sort();
+    kinds
 }
 
 async fn assert_balanced(app: &Stack) {

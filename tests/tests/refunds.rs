@@ -116,6 +116,45 @@ async fn partial_then_full_refund_then_nothing_left() {
 
     // Refunded in full: the merchant's balance and our fee are both back to zero.
     assert_eq!(payable(&app).await, 0);
+    // Services see the same books through the client, without database access.
+    let view = app
+        .payflow
+        .account_balance(&accounting::merchant_payable(stack::MERCHANT))
+        .await
+        .unwrap()
+        .expect("the merchant's account");
+    assert_eq!(view.balance.to_string(), "0.00");
+    assert_eq!(view.posted_credits.to_string(), "9.94");
+    assert_eq!(view.kind, "liability");
+    let mut kinds: Vec<String> = app
+        .payflow
+        .order_entries(&order_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    // Entries posted in one transaction share a timestamp: compare as a set of kinds.
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "payment_succeeded",
+            "refund",
+            "refund",
+            "refund_fee_return",
+            "refund_fee_return"
+        ]
+    );
+    let tb = app.payflow.trial_balance().await.unwrap();
+    assert!(!tb.is_empty() && tb.values().all(|d| d.is_zero()), "{tb:?}");
+    assert!(
+        app.payflow
+            .account_balance("wallet:nobody")
+            .await
+            .unwrap()
+            .is_none()
+    );
     let fees = app
         .store
         .account_balance(accounting::PLATFORM_FEES)

@@ -16,12 +16,12 @@ use payflow_activities::notify::{Deliverer, DeliveryPolicy};
 use payflow_activities::routing::{Product, Routing};
 use payflow_activities::store::Store;
 use payflow_activities::{
-    NotifyActivities, PaymentActivities, PaymentTiming, PayoutActivities, PayoutPolicy,
-    RefundActivities, Services, TransferActivities,
+    LedgerActivities, NotifyActivities, PaymentActivities, PaymentTiming, PayoutActivities,
+    PayoutPolicy, RefundActivities, Services, TransferActivities,
 };
 use payflow_client::definitions::task_queues;
 use payflow_client::{MerchantId, Payflow, ProductId};
-use payflow_workflows::{Notification, Payment, Payout, Refund, Transfer};
+use payflow_workflows::{LedgerRead, Notification, Payment, Payout, Refund, Transfer};
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tokio::net::TcpListener;
@@ -253,10 +253,13 @@ impl App {
                     .map_err(|e| StartupError::Worker(e.to_string()))?
                     .register_workflow::<Payout>()
                     .map_err(|e| StartupError::Worker(e.to_string()))?
+                    .register_workflow::<LedgerRead>()
+                    .map_err(|e| StartupError::Worker(e.to_string()))?
                     .register_activities(PaymentActivities::new(self.services.clone()))
                     .register_activities(RefundActivities::new(self.services.clone()))
                     .register_activities(TransferActivities::new(self.services.clone()))
                     .register_activities(PayoutActivities::new(self.services.clone()))
+                    .register_activities(LedgerActivities::new(self.services.clone()))
                     .build()
             } else {
                 opts.register_workflow::<Notification>()

@@ -5,6 +5,7 @@
 //! machine under `state/`. Activities are named through their typed definitions from
 //! `payflow-activities`; workflow code never calls store or HTTP code directly.
 
+pub mod ledger_read;
 pub mod merchant_events;
 pub mod notification;
 pub mod options;
@@ -15,6 +16,7 @@ pub mod schedule;
 pub mod state;
 pub mod transfer;
 
+pub use ledger_read::LedgerRead;
 pub use notification::Notification;
 pub use payment::Payment;
 pub use payout::Payout;
