@@ -16,6 +16,7 @@ pub mod channels;
 pub mod crypto;
 pub mod health;
 pub mod ledger_read;
+pub mod merchant_gate;
 pub mod merchants;
 pub mod notification;
 pub mod notify;

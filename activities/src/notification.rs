@@ -26,11 +26,25 @@ pub enum DeliverOutcome {
     Attempted {
         attempt: DeliveryAttempt,
         retry_schedule_ms: Vec<u64>,
+        /// The workflow continues as new once its history has this many events.
+        #[serde(default = "default_continue_after_events")]
+        continue_after_events: u32,
     },
     /// The merchant is blocked: nothing was sent.
     Held,
+    /// Not attempted: the merchant has too many deliveries under way or its circuit breaker
+    /// is open. Try again after this long; it is not an attempt and uses no retry.
+    Deferred {
+        retry_after_ms: u64,
+        #[serde(default = "default_continue_after_events")]
+        continue_after_events: u32,
+    },
     /// The event cannot be delivered as configured (unknown merchant, URL not allowed).
     Undeliverable(String),
+}
+
+fn default_continue_after_events() -> u32 {
+    crate::services::DEFAULT_CONTINUE_AFTER_EVENTS
 }
 
 /// What the merchant receives: `{"type", "timestamp", "data"}`.
@@ -84,6 +98,15 @@ impl NotifyActivities {
         .map_err(|e| {
             ActivityError::application(ApplicationFailure::non_retryable(e.to_string()))
         })?;
+        let pass = match s.gate.enter(req.merchant_id.as_str()) {
+            Ok(pass) => pass,
+            Err(deferral) => {
+                return Ok(DeliverOutcome::Deferred {
+                    retry_after_ms: deferral.wait().as_millis() as u64,
+                    continue_after_events: s.notify_continue_after_events,
+                });
+            }
+        };
         let attempt = s
             .deliverer
             .deliver(Callback {
@@ -95,9 +118,11 @@ impl NotifyActivities {
                 attempt: input.attempt,
             })
             .await;
+        pass.finish(attempt.delivered);
         Ok(DeliverOutcome::Attempted {
             attempt,
             retry_schedule_ms: s.notify_schedule_ms.clone(),
+            continue_after_events: s.notify_continue_after_events,
         })
     }
 }

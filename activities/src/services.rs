@@ -48,6 +48,10 @@ pub struct PayoutPolicy {
     pub query_schedule_ms: Vec<u64>,
 }
 
+/// Well under Temporal's own warning threshold (10k events), so a delivery that waits for a
+/// merchant for days never grows a history that is slow to replay.
+pub const DEFAULT_CONTINUE_AFTER_EVENTS: u32 = 2_000;
+
 pub struct Services {
     pub store: Store,
     pub channels: Channels,
@@ -56,6 +60,8 @@ pub struct Services {
     /// Channels marked down after repeated transient failures (refused at routing).
     pub health: crate::health::ChannelHealth,
     pub deliverer: Deliverer,
+    /// Per-merchant delivery bound and circuit breaker.
+    pub gate: crate::merchant_gate::MerchantGate,
     /// Our public ingress base URL; channels post notifications to
     /// `{ingress_base_url}/channels/{channel}/notify`.
     pub ingress_base_url: url::Url,
@@ -63,6 +69,8 @@ pub struct Services {
     pub payout_policy: PayoutPolicy,
     /// Merchant callback retry schedule in milliseconds.
     pub notify_schedule_ms: Vec<u64>,
+    /// A Notification workflow continues as new past this many history events.
+    pub notify_continue_after_events: u32,
 }
 
 pub type SharedServices = Arc<Services>;

@@ -25,7 +25,8 @@ pub use ids::{
 pub use ledger::{AccountBalanceView, EntryView, LedgerAnswer, LedgerRequest, PostingView};
 pub use money::{Currency, Money, MoneyError};
 pub use notification::{
-    DeliveryAttempt, NotificationRequest, NotificationStatus, NotifyState, Priority,
+    DeliveryAttempt, NotificationRequest, NotificationResume, NotificationStatus, NotifyState,
+    Priority,
 };
 pub use payment::{
     ChannelFailure, ChannelNotice, PayState, PaymentRequest, PaymentStatus, Prepay, RequestError,

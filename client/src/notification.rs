@@ -27,6 +27,22 @@ pub struct NotificationRequest {
     /// Overrides the merchant's configured notify URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify_url: Option<String>,
+    /// Set by payflow only: what an earlier run of this workflow did before it continued as a
+    /// new run (long-lived deliveries keep their history small this way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<NotificationResume>,
+}
+
+/// The state a Notification run hands to the next one when it continues as new.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationResume {
+    pub attempts: Vec<DeliveryAttempt>,
+    /// Attempts made in the current retry cycle.
+    pub in_cycle: u32,
+    /// The event's time: every run sends the same body.
+    pub event_time_ms: i64,
+    /// Runs before this one.
+    pub runs: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,4 +89,7 @@ pub struct NotificationStatus {
     pub event_type: String,
     pub state: NotifyState,
     pub attempts: Vec<DeliveryAttempt>,
+    /// Earlier runs of this workflow (it continues as new when its history grows).
+    #[serde(default)]
+    pub runs: u32,
 }

@@ -196,6 +196,8 @@ pub struct Timing {
     pub query_schedule_ms: Vec<u64>,
     pub expiry_scale_percent: u32,
     pub notify_schedule_ms: Vec<u64>,
+    /// Notification workflows continue as new past this many events (`None`: the default).
+    pub notify_continue_after_events: Option<u32>,
     /// The ingress's source allowlist (empty: any source).
     pub ingress_allowed_ips: Vec<String>,
 }
@@ -207,6 +209,7 @@ impl Default for Timing {
             query_schedule_ms: vec![2_000],
             expiry_scale_percent: 100,
             notify_schedule_ms: vec![200, 200, 400],
+            notify_continue_after_events: None,
             ingress_allowed_ips: Vec::new(),
         }
     }
@@ -235,6 +238,7 @@ pub async fn spawn_app_with(db: Db, timing: Timing, extra_toml: String) -> Optio
         query_schedule_ms: timing.query_schedule_ms,
         expiry_scale_percent: timing.expiry_scale_percent,
         notify_schedule_ms: timing.notify_schedule_ms,
+        notify_continue_after_events: timing.notify_continue_after_events,
         sandbox_notify_retry: vec![Duration::from_millis(300); 5],
         ingress_listen: "127.0.0.1:0".into(),
         ingress_allowed_ips: timing.ingress_allowed_ips,

@@ -187,6 +187,13 @@ pub struct NotifyConfig {
     pub connect_timeout_ms: u64,
     #[serde(default = "default_total_timeout")]
     pub total_timeout_ms: u64,
+    /// A Notification workflow continues as new past this many history events.
+    #[serde(default = "default_continue_as_new_after")]
+    pub continue_as_new_after_events: u32,
+}
+
+fn default_continue_as_new_after() -> u32 {
+    payflow_activities::services::DEFAULT_CONTINUE_AFTER_EVENTS
 }
 
 impl Default for NotifyConfig {
@@ -195,6 +202,7 @@ impl Default for NotifyConfig {
             retry_schedule_ms: default_notify_schedule(),
             connect_timeout_ms: default_connect_timeout(),
             total_timeout_ms: default_total_timeout(),
+            continue_as_new_after_events: default_continue_as_new_after(),
         }
     }
 }

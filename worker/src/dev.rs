@@ -56,6 +56,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         query_schedule_ms: config.payment.query_schedule_ms.clone(),
         expiry_scale_percent: config.payment.expiry_scale_percent,
         notify_schedule_ms: config.notify.retry_schedule_ms.clone(),
+        notify_continue_after_events: Some(config.notify.continue_as_new_after_events),
         sandbox_notify_retry: vec![
             Duration::from_secs(2),
             Duration::from_secs(5),

@@ -34,6 +34,8 @@ pub struct StackOptions<'a> {
     pub query_schedule_ms: Vec<u64>,
     pub expiry_scale_percent: u32,
     pub notify_schedule_ms: Vec<u64>,
+    /// Notification workflows continue as new past this many events (`None`: the default).
+    pub notify_continue_after_events: Option<u32>,
     pub sandbox_notify_retry: Vec<Duration>,
     /// `127.0.0.1:0` for a free port.
     pub ingress_listen: String,
@@ -179,6 +181,7 @@ expiry_scale_percent = {expiry_scale}
 
 [notify]
 retry_schedule_ms = [{notify}]
+continue_as_new_after_events = {continue_after}
 connect_timeout_ms = 2000
 total_timeout_ms = 5000
 
@@ -216,6 +219,9 @@ fee_rate = "0.006"
         query = list(&o.query_schedule_ms),
         expiry_scale = o.expiry_scale_percent,
         notify = list(&o.notify_schedule_ms),
+        continue_after = o
+            .notify_continue_after_events
+            .unwrap_or(payflow_activities::services::DEFAULT_CONTINUE_AFTER_EVENTS),
         app_private = k(DevKeys::APP_PRIVATE),
         sandbox_public = k(DevKeys::SANDBOX_PUBLIC),
         secret = k(DevKeys::MERCHANT_SECRET),

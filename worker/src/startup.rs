@@ -11,6 +11,7 @@ use payflow_activities::channels::alipay::{AlipayChannel, AlipayConfig};
 use payflow_activities::crypto::rsa_keys::{RsaSigner, RsaVerifier};
 use payflow_activities::crypto::webhook::WebhookSecret;
 use payflow_activities::health::{ChannelHealth, HealthPolicy};
+use payflow_activities::merchant_gate::{GatePolicy, MerchantGate};
 use payflow_activities::merchants::{Merchant, MerchantStatus, Merchants};
 use payflow_activities::notify::{Deliverer, DeliveryPolicy};
 use payflow_activities::routing::{Product, Routing};
@@ -150,6 +151,7 @@ pub async fn build_services(config: &Config) -> Result<Services, StartupError> {
         merchants,
         routing,
         health: ChannelHealth::new(HealthPolicy::default()),
+        gate: MerchantGate::new(GatePolicy::default()),
         deliverer,
         ingress_base_url: config.ingress.public_url.clone(),
         payment_timing: PaymentTiming {
@@ -162,6 +164,7 @@ pub async fn build_services(config: &Config) -> Result<Services, StartupError> {
             query_schedule_ms: config.payment.query_schedule_ms.clone(),
         },
         notify_schedule_ms: config.notify.retry_schedule_ms.clone(),
+        notify_continue_after_events: config.notify.continue_as_new_after_events,
     })
 }
 

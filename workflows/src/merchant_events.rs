@@ -46,6 +46,7 @@ pub async fn notify<W, T: Serialize>(
                 data,
                 priority: event.priority,
                 notify_url: event.notify_url,
+                resume: None,
             },
             ChildWorkflowOptions::builder()
                 .workflow_id(workflow_id)

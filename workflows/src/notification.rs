@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use payflow_activities::notification::{Deliver, DeliverOutcome, NotifyActivities};
 use payflow_client::definitions::{names, search_attributes as sa};
-use payflow_client::{NotificationRequest, NotificationStatus, NotifyState};
+use payflow_client::{NotificationRequest, NotificationResume, NotificationStatus, NotifyState};
 use temporalio_macros::{workflow, workflow_methods};
-use temporalio_sdk::{SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult};
+use temporalio_sdk::{
+    ContinueAsNewOptions, SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult,
+};
 
 use crate::options::{now_ms, side_effect};
 use crate::schedule::next_delay;
@@ -31,7 +33,12 @@ impl Notification {
             event_id: request.event_id.clone(),
             event_type: request.event_type.clone(),
             state: NotifyState::Pending,
-            attempts: Vec::new(),
+            attempts: request
+                .resume
+                .as_ref()
+                .map(|r| r.attempts.clone())
+                .unwrap_or_default(),
+            runs: request.resume.as_ref().map_or(0, |r| r.runs),
         };
         Notification {
             request,
@@ -52,10 +59,31 @@ impl Notification {
             "{} to merchant {}",
             request.event_type, request.merchant_id
         ));
-        let event_time_ms = now_ms(ctx.workflow_time());
+        let resume = request.resume.clone();
+        let event_time_ms = resume
+            .as_ref()
+            .map_or_else(|| now_ms(ctx.workflow_time()), |r| r.event_time_ms);
         // Attempts within the current cycle (a resend starts a new cycle).
-        let mut in_cycle = 0usize;
+        let mut in_cycle = resume.as_ref().map_or(0, |r| r.in_cycle as usize);
+        // Known after the first attempt (the activity reports the configured limit).
+        let mut continue_after: Option<u32> = None;
         loop {
+            // Between attempts nothing is in flight: the one safe point to start a new run
+            // with a short history, carrying what this run did.
+            let long = continue_after.is_some_and(|limit| ctx.history_length() >= limit);
+            if long || ctx.continue_as_new_suggested() {
+                let (attempts, runs) = ctx.state(|s| (s.status.attempts.clone(), s.status.runs));
+                let next = NotificationRequest {
+                    resume: Some(NotificationResume {
+                        attempts,
+                        in_cycle: in_cycle as u32,
+                        event_time_ms,
+                        runs: runs + 1,
+                    }),
+                    ..request.clone()
+                };
+                ctx.continue_as_new(next, ContinueAsNewOptions::default())?;
+            }
             Self::set_state(ctx, NotifyState::Delivering);
             let number = ctx.state(|s| s.status.attempts.len() as u32) + 1;
             let outcome = ctx
@@ -73,7 +101,9 @@ impl Notification {
                 DeliverOutcome::Attempted {
                     attempt,
                     retry_schedule_ms,
+                    continue_after_events,
                 } => {
+                    continue_after = Some(continue_after_events);
                     let delivered = attempt.delivered;
                     ctx.state_mut(|s| s.status.attempts.push(attempt));
                     if delivered {
@@ -81,6 +111,18 @@ impl Notification {
                         return Ok(ctx.state(|s| s.status.clone()));
                     }
                     retry_schedule_ms
+                }
+                // The merchant is saturated or its breaker is open: wait for it (others are
+                // not held up), then try again; no attempt was made, none is counted.
+                DeliverOutcome::Deferred {
+                    retry_after_ms,
+                    continue_after_events,
+                } => {
+                    continue_after = Some(continue_after_events);
+                    Self::set_state(ctx, NotifyState::Retrying);
+                    let wait = Duration::from_millis(retry_after_ms.max(1)).min(MAX_DELAY);
+                    ctx.timer(wait).await;
+                    continue;
                 }
                 DeliverOutcome::Held | DeliverOutcome::Undeliverable(_) => {
                     // Nothing can be sent now: park until an operator resends.

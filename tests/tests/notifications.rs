@@ -1,0 +1,140 @@
+//! Merchant callbacks end to end: retries on the schedule with every attempt recorded,
+//! exhaustion and operator resend, blocked merchants, and long deliveries continuing as new.
+
+use std::time::Duration;
+
+use payflow::stack::{self, Stack};
+use payflow_client::definitions::{NotificationWorkflow, Resend};
+use payflow_client::{
+    EventId, MerchantId, NotificationRequest, NotificationStatus, NotifyState, Priority,
+};
+use payflow_tests::{Db, Timing, eventually, spawn_app, spawn_app_with};
+
+fn event(merchant: &str, id: &str) -> NotificationRequest {
+    NotificationRequest {
+        merchant_id: MerchantId::parse(merchant).unwrap(),
+        event_id: EventId::parse(id).unwrap(),
+        event_type: "order.shipped".into(),
+        data: serde_json::json!({"order": id}),
+        priority: Priority::Batch,
+        notify_url: None,
+        resume: None,
+    }
+}
+
+async fn notification_where(
+    app: &Stack,
+    req: &NotificationRequest,
+    what: &str,
+    pred: impl Fn(&NotificationStatus) -> bool,
+) -> NotificationStatus {
+    eventually(Duration::from_secs(45), what, || async {
+        let s = app
+            .payflow
+            .notification(&req.merchant_id, &req.event_id)
+            .await
+            .ok()?;
+        pred(&s).then_some(s)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merchant_down_for_three_attempts_gets_the_fourth() {
+    let Some(app) = spawn_app(Db::Sqlite, Timing::default()).await else {
+        return;
+    };
+    app.merchant.fail_next(3);
+    let req = event(stack::MERCHANT, "e-down-3");
+    app.payflow.notify(req.clone()).await.unwrap();
+    let s = notification_where(&app, &req, "delivered", |s| {
+        s.state == NotifyState::Delivered
+    })
+    .await;
+    assert_eq!(s.attempts.len(), 4, "{:?}", s.attempts);
+    assert!(s.attempts[..3].iter().all(|a| a.status == Some(503) && !a.delivered));
+    assert!(s.attempts[3].delivered && s.attempts[3].status == Some(200));
+    let numbers: Vec<u32> = s.attempts.iter().map(|a| a.number).collect();
+    assert_eq!(numbers, [1, 2, 3, 4]);
+    // The merchant saw four posts of the same event, the same webhook-id each time.
+    let got = app.merchant.received();
+    assert_eq!(got.len(), 4);
+    assert!(got.iter().all(|c| c.webhook_id == "e-down-3" && c.signature_valid));
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_event_is_parked_until_an_operator_resends_it() {
+    let Some(app) = spawn_app(Db::Sqlite, Timing::default()).await else {
+        return;
+    };
+    app.merchant.fail_next(1_000);
+    let req = event(stack::MERCHANT, "e-never");
+    app.payflow.notify(req.clone()).await.unwrap();
+    // The schedule has three retries: four attempts, then parked.
+    let s = notification_where(&app, &req, "exhausted", |s| {
+        s.state == NotifyState::Exhausted
+    })
+    .await;
+    assert_eq!(s.attempts.len(), 4);
+    assert_eq!(app.merchant.received().len(), 4, "nothing more while parked");
+
+    app.merchant.fail_next(0);
+    let id = payflow_client::ids::notification_workflow_id(&req.merchant_id, &req.event_id);
+    app.payflow
+        .temporal()
+        .get_workflow_handle::<NotificationWorkflow>(id)
+        .signal(Resend, (), Default::default())
+        .await
+        .unwrap();
+    let s = notification_where(&app, &req, "delivered after resend", |s| {
+        s.state == NotifyState::Delivered
+    })
+    .await;
+    assert_eq!(s.attempts.len(), 5);
+    assert!(s.attempts[4].delivered);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_merchant_is_sent_nothing_and_the_event_is_kept() {
+    let secret = payflow_tests::keys().path(payflow::devkeys::DevKeys::MERCHANT_SECRET);
+    let extra = format!(
+        "\n[[merchants]]\nid = \"banned\"\nstatus = \"blocked\"\nnotify_url = \"http://127.0.0.1:9/notify\"\n\
+         allowed_notify_hosts = [\"127.0.0.1\"]\nwebhook_secret = {{ file = \"{}\" }}\n",
+        secret.display()
+    );
+    let Some(app) = spawn_app_with(Db::Sqlite, Timing::default(), extra).await else {
+        return;
+    };
+    let req = event("banned", "e-banned");
+    app.payflow.notify(req.clone()).await.unwrap();
+    let s = notification_where(&app, &req, "held", |s| s.state == NotifyState::Held).await;
+    assert!(s.attempts.is_empty(), "nothing was sent");
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_delivery_continues_as_new_and_keeps_its_attempts() {
+    let timing = Timing {
+        notify_schedule_ms: vec![100; 8],
+        notify_continue_after_events: Some(20),
+        ..Timing::default()
+    };
+    let Some(app) = spawn_app(Db::Sqlite, timing).await else {
+        return;
+    };
+    app.merchant.fail_next(4);
+    let req = event(stack::MERCHANT, "e-long");
+    app.payflow.notify(req.clone()).await.unwrap();
+    let s = notification_where(&app, &req, "delivered", |s| {
+        s.state == NotifyState::Delivered
+    })
+    .await;
+    assert!(s.runs >= 1, "continued as new at least once: {s:?}");
+    assert_eq!(s.attempts.len(), 5, "attempts carried across runs");
+    let numbers: Vec<u32> = s.attempts.iter().map(|a| a.number).collect();
+    assert_eq!(numbers, [1, 2, 3, 4, 5]);
+    assert_eq!(app.merchant.received().len(), 5, "no attempt repeated by a new run");
+    app.shutdown().await.unwrap();
+}
