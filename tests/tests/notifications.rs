@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use payflow::cli_notify::{NotifyCommand, TemporalArgs};
 use payflow::stack::{self, Stack};
-use payflow_client::definitions::{NotificationWorkflow, Resend};
 use payflow_client::{
     EventId, MerchantId, NotificationRequest, NotificationStatus, NotifyState, Priority,
 };
@@ -52,14 +52,21 @@ async fn a_merchant_down_for_three_attempts_gets_the_fourth() {
     })
     .await;
     assert_eq!(s.attempts.len(), 4, "{:?}", s.attempts);
-    assert!(s.attempts[..3].iter().all(|a| a.status == Some(503) && !a.delivered));
+    assert!(
+        s.attempts[..3]
+            .iter()
+            .all(|a| a.status == Some(503) && !a.delivered)
+    );
     assert!(s.attempts[3].delivered && s.attempts[3].status == Some(200));
     let numbers: Vec<u32> = s.attempts.iter().map(|a| a.number).collect();
     assert_eq!(numbers, [1, 2, 3, 4]);
     // The merchant saw four posts of the same event, the same webhook-id each time.
     let got = app.merchant.received();
     assert_eq!(got.len(), 4);
-    assert!(got.iter().all(|c| c.webhook_id == "e-down-3" && c.signature_valid));
+    assert!(
+        got.iter()
+            .all(|c| c.webhook_id == "e-down-3" && c.signature_valid)
+    );
     app.shutdown().await.unwrap();
 }
 
@@ -77,16 +84,25 @@ async fn an_exhausted_event_is_parked_until_an_operator_resends_it() {
     })
     .await;
     assert_eq!(s.attempts.len(), 4);
-    assert_eq!(app.merchant.received().len(), 4, "nothing more while parked");
+    assert_eq!(
+        app.merchant.received().len(),
+        4,
+        "nothing more while parked"
+    );
 
+    // The operator resends with `payflow notify resend demo e-never`.
     app.merchant.fail_next(0);
-    let id = payflow_client::ids::notification_workflow_id(&req.merchant_id, &req.event_id);
-    app.payflow
-        .temporal()
-        .get_workflow_handle::<NotificationWorkflow>(id)
-        .signal(Resend, (), Default::default())
-        .await
-        .unwrap();
+    let (address, namespace) = app.temporal_target();
+    payflow::cli_notify::run(NotifyCommand::Resend {
+        merchant: stack::MERCHANT.into(),
+        event_id: "e-never".into(),
+        temporal: TemporalArgs {
+            address: address.to_string(),
+            namespace: namespace.to_string(),
+        },
+    })
+    .await
+    .unwrap();
     let s = notification_where(&app, &req, "delivered after resend", |s| {
         s.state == NotifyState::Delivered
     })
@@ -135,6 +151,10 @@ async fn a_long_delivery_continues_as_new_and_keeps_its_attempts() {
     assert_eq!(s.attempts.len(), 5, "attempts carried across runs");
     let numbers: Vec<u32> = s.attempts.iter().map(|a| a.number).collect();
     assert_eq!(numbers, [1, 2, 3, 4, 5]);
-    assert_eq!(app.merchant.received().len(), 5, "no attempt repeated by a new run");
+    assert_eq!(
+        app.merchant.received().len(),
+        5,
+        "no attempt repeated by a new run"
+    );
     app.shutdown().await.unwrap();
 }

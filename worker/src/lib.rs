@@ -11,6 +11,7 @@
 
 pub mod bench_ledger;
 pub mod cli_ledger;
+pub mod cli_notify;
 pub mod config;
 pub mod dev;
 pub mod devkeys;

@@ -42,6 +42,11 @@ enum Command {
         #[command(subcommand)]
         command: payflow::cli_ledger::LedgerCommand,
     },
+    /// Merchant callbacks: list by state, resend, retry now.
+    Notify {
+        #[command(subcommand)]
+        command: payflow::cli_notify::NotifyCommand,
+    },
     /// Benchmarks (they print figures; they are not tests).
     Bench {
         #[command(subcommand)]
@@ -88,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ledger { command } => payflow::cli_ledger::run(command).await,
+        Command::Notify { command } => payflow::cli_notify::run(command).await,
         Command::Bench {
             command: BenchCommand::Ledger(args),
         } => payflow::bench_ledger::run(args).await,

@@ -301,6 +301,14 @@ impl Stack {
         })
     }
 
+    /// The Temporal frontend and namespace this stack runs in (for operator commands).
+    pub fn temporal_target(&self) -> (&str, &str) {
+        (
+            &self.config.temporal.address,
+            &self.config.temporal.namespace,
+        )
+    }
+
     /// Kills the worker and its ingress abruptly, as a crash would: nothing is drained, no
     /// in-flight task completes.
     pub async fn kill_worker(&mut self) -> Result<(), StartupError> {

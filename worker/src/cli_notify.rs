@@ -1,0 +1,166 @@
+//! `payflow notify ...`: operator controls over merchant callbacks, through Temporal.
+//! `list` finds events by state (search attribute `NotifyState`); `resend` starts a fresh
+//! attempt cycle of a parked or held event; `retry-now` skips the current wait.
+
+use anyhow::{Context, bail};
+use clap::{Subcommand, ValueEnum};
+use futures::StreamExt;
+use payflow_client::definitions::{NotificationWorkflow, Resend, RetryNow};
+use payflow_client::{EventId, MerchantId, NotifyState, Payflow};
+use temporalio_client::WorkflowListOptions;
+
+#[derive(Subcommand, Debug)]
+pub enum NotifyCommand {
+    /// Events in a state, newest first.
+    List {
+        #[arg(long, value_enum)]
+        state: StateArg,
+        #[arg(long)]
+        merchant: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        temporal: TemporalArgs,
+    },
+    /// Deliver a parked (exhausted) or held event again, from a fresh attempt cycle.
+    Resend {
+        merchant: String,
+        event_id: String,
+        #[command(flatten)]
+        temporal: TemporalArgs,
+    },
+    /// Skip the current wait before the next attempt.
+    RetryNow {
+        merchant: String,
+        event_id: String,
+        #[command(flatten)]
+        temporal: TemporalArgs,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TemporalArgs {
+    #[arg(
+        long,
+        env = "TEMPORAL_ADDRESS",
+        default_value = "http://127.0.0.1:7233"
+    )]
+    pub address: String,
+    #[arg(long, env = "TEMPORAL_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum StateArg {
+    Pending,
+    Delivering,
+    Retrying,
+    Delivered,
+    Exhausted,
+    Held,
+}
+
+impl StateArg {
+    fn state(self) -> NotifyState {
+        match self {
+            StateArg::Pending => NotifyState::Pending,
+            StateArg::Delivering => NotifyState::Delivering,
+            StateArg::Retrying => NotifyState::Retrying,
+            StateArg::Delivered => NotifyState::Delivered,
+            StateArg::Exhausted => NotifyState::Exhausted,
+            StateArg::Held => NotifyState::Held,
+        }
+    }
+}
+
+async fn connect(t: &TemporalArgs) -> anyhow::Result<Payflow> {
+    Payflow::connect(&t.address, &t.namespace)
+        .await
+        .with_context(|| format!("connect to Temporal at {}", t.address))
+}
+
+fn workflow_id(merchant: &str, event_id: &str) -> anyhow::Result<String> {
+    let merchant = MerchantId::parse(merchant)?;
+    let event = EventId::parse(event_id)?;
+    Ok(payflow_client::ids::notification_workflow_id(
+        &merchant, &event,
+    ))
+}
+
+pub async fn run(cmd: NotifyCommand) -> anyhow::Result<()> {
+    match cmd {
+        NotifyCommand::List {
+            state,
+            merchant,
+            limit,
+            json,
+            temporal,
+        } => {
+            let payflow = connect(&temporal).await?;
+            let mut query = format!(
+                "WorkflowType = 'Notification' AND NotifyState = '{}'",
+                state.state().as_str()
+            );
+            if let Some(m) = merchant {
+                // Validated first: the id goes into a visibility query.
+                query.push_str(&format!(" AND MerchantId = '{}'", MerchantId::parse(m)?));
+            }
+            let mut stream = payflow
+                .temporal()
+                .list_workflows(query, WorkflowListOptions::builder().limit(limit).build());
+            let mut rows = Vec::new();
+            while let Some(item) = stream.next().await {
+                let wf = item.context("list workflows")?;
+                rows.push(serde_json::json!({
+                    "workflow_id": wf.id(),
+                    "run_id": wf.run_id(),
+                    "state": state.state().as_str(),
+                }));
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if rows.is_empty() {
+                println!("no notifications {}", state.state().as_str());
+            } else {
+                for r in &rows {
+                    println!("{}", r["workflow_id"].as_str().unwrap_or_default());
+                }
+            }
+            Ok(())
+        }
+        NotifyCommand::Resend {
+            merchant,
+            event_id,
+            temporal,
+        } => {
+            let id = workflow_id(&merchant, &event_id)?;
+            let payflow = connect(&temporal).await?;
+            let handle = payflow
+                .temporal()
+                .get_workflow_handle::<NotificationWorkflow>(id.clone());
+            if let Err(e) = handle.signal(Resend, (), Default::default()).await {
+                bail!("resend {id}: {e}");
+            }
+            println!("{id}: resend requested");
+            Ok(())
+        }
+        NotifyCommand::RetryNow {
+            merchant,
+            event_id,
+            temporal,
+        } => {
+            let id = workflow_id(&merchant, &event_id)?;
+            let payflow = connect(&temporal).await?;
+            let handle = payflow
+                .temporal()
+                .get_workflow_handle::<NotificationWorkflow>(id.clone());
+            if let Err(e) = handle.signal(RetryNow, (), Default::default()).await {
+                bail!("retry now {id}: {e}");
+            }
+            println!("{id}: retry requested");
+            Ok(())
+        }
+    }
+}
