@@ -6,6 +6,8 @@
 //! sandbox channel and merchant receiver on free loopback ports. Tests wait on conditions with
 //! deadlines, never on fixed sleeps.
 
+pub mod histories;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
