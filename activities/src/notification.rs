@@ -107,17 +107,27 @@ impl NotifyActivities {
                 });
             }
         };
-        let attempt = s
+        let delivery = s
             .deliverer
-            .deliver(Callback {
-                url: &url,
-                event_id: req.event_id.as_str(),
-                body: &body,
-                secret: &merchant.webhook_secret,
-                expect_body: merchant.expect_body.as_deref(),
-                attempt: input.attempt,
-            })
+            .deliver(
+                &req.merchant_id,
+                Callback {
+                    url: &url,
+                    event_id: req.event_id.as_str(),
+                    body: &body,
+                    secret: &merchant.webhook_secret,
+                    expect_body: merchant.expect_body.as_deref(),
+                    attempt: input.attempt,
+                },
+            )
             .await;
+        if let Some(refusal) = delivery.refused {
+            // Nothing was sent and retrying cannot help (e.g. the URL resolves to a private
+            // address): park for an operator. Not the merchant's fault: the breaker ignores it.
+            drop(pass);
+            return Ok(DeliverOutcome::Undeliverable(refusal.to_string()));
+        }
+        let attempt = delivery.attempt;
         pass.finish(attempt.delivered);
         Ok(DeliverOutcome::Attempted {
             attempt,

@@ -1,7 +1,7 @@
 //! Our signatures checked by independent implementations: Python's `cryptography` for
-//! SHA256withRSA (Alipay RSA2) and the `standardwebhooks` package for merchant callbacks,
-//! both installed into `.tools/venv` by `scripts/tools.sh`. A correct signature passes; a
-//! changed byte fails.
+//! SHA256withRSA (Alipay RSA2 and the merchant callbacks' `payflow-signature-rsa`) and the
+//! `standardwebhooks` package for merchant callbacks, both installed into `.tools/venv` by
+//! `scripts/tools.sh`. A correct signature passes; a changed byte fails.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -133,4 +133,108 @@ fn merchant_callbacks_verify_with_the_standardwebhooks_package() {
     assert!(!ok, "standardwebhooks accepted a changed body");
     let (ok, _) = run_python(WEBHOOK_VERIFY, &[&secret_text, body, "evt_2", &ts_s, &sig]);
     assert!(!ok, "standardwebhooks accepted another message id");
+}
+
+/// A callback as the merchant receives it: delivered by the real `Deliverer` to a local
+/// endpoint, then checked from the captured request alone (headers and raw body), with the
+/// platform public key `payflow keys public` would print.
+#[tokio::test]
+async fn callback_rsa_header_verifies_with_python_cryptography() {
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Bytes;
+    use axum::http::HeaderMap;
+    use payflow_activities::notify::guard::AddressPolicy;
+    use payflow_activities::notify::{
+        Callback, Deliverer, DeliveryPolicy, MerchantTransport, RSA_SIGNATURE_HEADER,
+    };
+    use payflow_client::MerchantId;
+
+    let captured: Arc<Mutex<Option<(HeaderMap, Bytes)>>> = Arc::default();
+    let sink = captured.clone();
+    let app = axum::Router::new().route(
+        "/notify",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| async move {
+            *sink.lock().unwrap() = Some((headers, body));
+            "success"
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = url::Url::parse(&format!(
+        "http://127.0.0.1:{}/notify",
+        listener.local_addr().unwrap().port()
+    ))
+    .unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let (platform, _) = RsaSigner::generate().unwrap();
+    let merchant = MerchantId::parse("rsa-merchant").unwrap();
+    let mut deliverer = Deliverer::new(Some(platform.clone()));
+    let mut transport = MerchantTransport::new(&DeliveryPolicy::default());
+    transport.network = AddressPolicy {
+        allow_private_network: true,
+    };
+    transport.sign_rsa = true;
+    deliverer
+        .add_merchant(merchant.clone(), &transport)
+        .unwrap();
+    let secret_text = WebhookSecret::generate();
+    let secret = WebhookSecret::parse(&secret_text).unwrap();
+    let body = r#"{"type":"payment.succeeded","timestamp":"2026-01-01T00:00:00.000Z","data":{"amount":{"amount":"88.88","currency":"CNY"},"subject":"茶"}}"#;
+    let delivery = deliverer
+        .deliver(
+            &merchant,
+            Callback {
+                url: &url,
+                event_id: "evt_rsa_1",
+                body: body.as_bytes(),
+                secret: &secret,
+                expect_body: Some("success"),
+                attempt: 1,
+            },
+        )
+        .await;
+    assert!(delivery.attempt.delivered, "{delivery:?}");
+
+    let (headers, raw) = captured.lock().unwrap().clone().expect("callback received");
+    let header = |name: &str| headers[name].to_str().unwrap().to_string();
+    let (id, ts, rsa_sig) = (
+        header("webhook-id"),
+        header("webhook-timestamp"),
+        header(RSA_SIGNATURE_HEADER),
+    );
+    let received = String::from_utf8(raw.to_vec()).unwrap();
+    assert_eq!(received, body);
+    let signed = format!("{id}.{ts}.{received}");
+
+    let dir = std::env::temp_dir().join(format!("payflow-rsa-cb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let public = dir.join("platform.pub.pem");
+    std::fs::write(&public, platform.public_pem()).unwrap();
+    let public = public.to_str().unwrap();
+
+    let (ok, _) = run_python(RSA_VERIFY, &[public, &signed, &rsa_sig]);
+    assert!(ok, "python rejected the callback's RSA signature");
+    // One changed byte in the body, the id or the timestamp fails.
+    for tampered in [
+        format!("{id}.{ts}.{}", received.replace("88.88", "88.89")),
+        format!("{id}x.{ts}.{received}"),
+        format!("{id}.{}.{received}", ts.parse::<i64>().unwrap() + 1),
+    ] {
+        let (ok, _) = run_python(RSA_VERIFY, &[public, &tampered, &rsa_sig]);
+        assert!(!ok, "python accepted a tampered callback: {tampered}");
+    }
+    // The same delivery also carries a Standard Webhooks signature that verifies.
+    let (ok, _) = run_python(
+        WEBHOOK_VERIFY,
+        &[
+            &secret_text,
+            &received,
+            &id,
+            &ts,
+            &header("webhook-signature"),
+        ],
+    );
+    assert!(ok, "standardwebhooks rejected the delivered callback");
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -209,6 +209,7 @@ async fn risk_limits_refuse_before_anything_is_created() {
     let secret = payflow_tests::keys().path(payflow::devkeys::DevKeys::MERCHANT_SECRET);
     let extra = format!(
         "\n[[merchants]]\nid = \"risky\"\nnotify_url = \"http://127.0.0.1:9/notify\"\n\
+         allow_plain_http = true\nallow_private_network = true\n\
          webhook_secret = {{ file = \"{}\" }}\nmax_amount = \"100.00\"\n\
          daily_limit = \"150.00\"\nmax_payments_per_minute = 5\n",
         secret.display()

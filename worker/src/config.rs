@@ -190,6 +190,9 @@ pub struct NotifyConfig {
     /// A Notification workflow continues as new past this many history events.
     #[serde(default = "default_continue_as_new_after")]
     pub continue_as_new_after_events: u32,
+    /// The platform's RSA key (PEM or base64 DER) signing `payflow-signature-rsa` for
+    /// merchants with `sign_rsa = true`; `payflow keys public` prints its public half.
+    pub platform_private_key: Option<SecretRef>,
 }
 
 fn default_continue_as_new_after() -> u32 {
@@ -203,6 +206,7 @@ impl Default for NotifyConfig {
             connect_timeout_ms: default_connect_timeout(),
             total_timeout_ms: default_total_timeout(),
             continue_as_new_after_events: default_continue_as_new_after(),
+            platform_private_key: None,
         }
     }
 }
@@ -358,6 +362,96 @@ pub struct MerchantConfig {
     pub daily_limit: Option<rust_decimal::Decimal>,
     /// Risk: most payments created in one minute.
     pub max_payments_per_minute: Option<u32>,
+    /// Plain http notify URLs: `true` for any allowed host, or a list of hosts; https only
+    /// when absent (dev and test configs only).
+    #[serde(default)]
+    pub allow_plain_http: PlainHttpConfig,
+    /// Callbacks may reach loopback, private, link-local and other non-public addresses (dev
+    /// and test configs, or a merchant on a private line). Cloud metadata stays refused.
+    #[serde(default)]
+    pub allow_private_network: bool,
+    /// An extra CA certificate (PEM) trusted for this merchant's server, on top of the system
+    /// roots; relative to the config file.
+    pub tls_ca_file: Option<PathBuf>,
+    /// SHA-256 fingerprints of the server certificate (one or a list, for rotation). Alone,
+    /// a matching certificate is trusted by itself (how a self-signed server is trusted);
+    /// with `tls_ca_file`, both the chain and the pin must hold.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub tls_pinned_cert_sha256: Vec<String>,
+    /// HTTP forward proxy for this merchant's callbacks (`http://host:port`; https callbacks
+    /// are tunnelled with CONNECT); direct when absent. The proxy resolves the merchant's
+    /// name, so its own egress policy applies to names; IP-literal URLs are checked here.
+    pub proxy: Option<url::Url>,
+    /// Per-merchant timeouts; `[notify]`'s when absent.
+    pub connect_timeout_ms: Option<u64>,
+    pub total_timeout_ms: Option<u64>,
+    /// Also sign callbacks with the platform RSA key (`payflow-signature-rsa`).
+    #[serde(default)]
+    pub sign_rsa: bool,
+}
+
+/// `allow_plain_http = true | false | ["host", ...]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PlainHttpConfig {
+    #[default]
+    Never,
+    AnyHost,
+    Hosts(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for PlainHttpConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = PlainHttpConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false or a list of host names")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<PlainHttpConfig, E> {
+                Ok(if v {
+                    PlainHttpConfig::AnyHost
+                } else {
+                    PlainHttpConfig::Never
+                })
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<PlainHttpConfig, A::Error> {
+                let mut hosts = Vec::new();
+                while let Some(h) = seq.next_element::<String>()? {
+                    hosts.push(h);
+                }
+                Ok(PlainHttpConfig::Hosts(hosts))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A string or a list of strings.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string or a list of strings")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+            Ok(vec![v.to_string()])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(v) = seq.next_element::<String>()? {
+                out.push(v);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(V)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -435,6 +529,14 @@ impl Config {
         }
         for m in &mut config.merchants {
             m.webhook_secret.resolve(base);
+            if let Some(p) = &mut m.tls_ca_file
+                && p.is_relative()
+            {
+                *p = base.join(&*p);
+            }
+        }
+        if let Some(k) = &mut config.notify.platform_private_key {
+            k.resolve(base);
         }
         config.validate()?;
         Ok(config)
@@ -462,6 +564,12 @@ impl Config {
         }
         if self.notify.retry_schedule_ms.contains(&0) {
             return Err(key_err("notify.retry_schedule_ms", "each wait must be > 0"));
+        }
+        if self.notify.connect_timeout_ms == 0 {
+            return Err(key_err("notify.connect_timeout_ms", "must be > 0"));
+        }
+        if self.notify.total_timeout_ms == 0 {
+            return Err(key_err("notify.total_timeout_ms", "must be > 0"));
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, c) in self.channels.iter().enumerate() {
@@ -492,6 +600,47 @@ impl Config {
         for (i, m) in self.merchants.iter().enumerate() {
             payflow_client::MerchantId::parse(&m.id)
                 .map_err(|e| key_err(format!("merchants[{i}].id"), e.to_string()))?;
+            self.validate_merchant_delivery(i, m)?;
+        }
+        Ok(())
+    }
+    /// The delivery settings of `merchants[i]` (files are read at start-up, not here).
+    fn validate_merchant_delivery(&self, i: usize, m: &MerchantConfig) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("merchants[{i}].{k}");
+        for pin in &m.tls_pinned_cert_sha256 {
+            payflow_activities::notify::trust::parse_pin(pin)
+                .map_err(|e| key_err(key("tls_pinned_cert_sha256"), e.to_string()))?;
+        }
+        if let PlainHttpConfig::Hosts(hosts) = &m.allow_plain_http
+            && hosts.iter().any(|h| h.trim().is_empty())
+        {
+            return Err(key_err(
+                key("allow_plain_http"),
+                "host names must not be empty",
+            ));
+        }
+        if let Some(p) = &m.proxy {
+            // An http forward proxy: https callbacks are CONNECT-tunnelled through it, so TLS
+            // (and the merchant's CA or pin) stays end to end between payflow and the merchant.
+            if p.scheme() != "http" || p.host_str().is_none() {
+                return Err(key_err(key("proxy"), "must be http://host:port"));
+            }
+            // Credentials are secrets: never inline in the config file.
+            if !p.username().is_empty() || p.password().is_some() {
+                return Err(key_err(key("proxy"), "must not carry credentials"));
+            }
+        }
+        if m.connect_timeout_ms == Some(0) {
+            return Err(key_err(key("connect_timeout_ms"), "must be > 0"));
+        }
+        if m.total_timeout_ms == Some(0) {
+            return Err(key_err(key("total_timeout_ms"), "must be > 0"));
+        }
+        if m.sign_rsa && self.notify.platform_private_key.is_none() {
+            return Err(key_err(
+                key("sign_rsa"),
+                "needs notify.platform_private_key (the key that signs payflow-signature-rsa)",
+            ));
         }
         Ok(())
     }
@@ -615,5 +764,82 @@ public_url = "http://127.0.0.1:8088"
         let err = parse(&inline, vec![]).unwrap_err().to_string();
         assert!(err.contains("merchants[0].webhook_secret"), "{err}");
         assert!(!err.contains("whsec_abc"), "{err}");
+    }
+
+    fn merchant(extra: &str) -> String {
+        format!(
+            "{MINIMAL}\n[[merchants]]\nid = \"m1\"\nnotify_url = \"https://shop.example/cb\"\n\
+             webhook_secret = {{ file = \"keys/m1\" }}\n{extra}\n"
+        )
+    }
+
+    #[test]
+    fn merchant_delivery_settings_parse() {
+        let pin = "AB:".repeat(31) + "AB";
+        let text = format!(
+            "{}\n[notify]\nplatform_private_key = {{ file = \"keys/platform.pem\" }}\n",
+            merchant(&format!(
+                "allow_plain_http = [\"127.0.0.1\"]\nallow_private_network = true\n\
+                 tls_ca_file = \"certs/m1-ca.pem\"\ntls_pinned_cert_sha256 = \"{pin}\"\n\
+                 proxy = \"http://10.0.0.5:3128\"\nconnect_timeout_ms = 500\n\
+                 total_timeout_ms = 2000\nsign_rsa = true"
+            ))
+        );
+        let c = parse(&text, vec![]).unwrap();
+        let m = &c.merchants[0];
+        assert_eq!(
+            m.allow_plain_http,
+            PlainHttpConfig::Hosts(vec!["127.0.0.1".into()])
+        );
+        assert!(m.allow_private_network && m.sign_rsa);
+        assert_eq!(
+            m.tls_ca_file.as_deref(),
+            Some(Path::new("/etc/payflow/certs/m1-ca.pem"))
+        );
+        assert_eq!(m.tls_pinned_cert_sha256, vec![pin]);
+        assert_eq!(m.proxy.as_ref().unwrap().as_str(), "http://10.0.0.5:3128/");
+        assert_eq!(
+            (m.connect_timeout_ms, m.total_timeout_ms),
+            (Some(500), Some(2000))
+        );
+        assert!(matches!(
+            &c.notify.platform_private_key,
+            Some(SecretRef::File(p)) if p == Path::new("/etc/payflow/keys/platform.pem")
+        ));
+
+        // Defaults: https only, public addresses only, direct, no RSA.
+        let c = parse(&merchant(""), vec![]).unwrap();
+        let m = &c.merchants[0];
+        assert_eq!(m.allow_plain_http, PlainHttpConfig::Never);
+        assert!(!m.allow_private_network && !m.sign_rsa && m.proxy.is_none());
+        let c = parse(&merchant("allow_plain_http = true"), vec![]).unwrap();
+        assert_eq!(c.merchants[0].allow_plain_http, PlainHttpConfig::AnyHost);
+    }
+
+    #[test]
+    fn bad_merchant_delivery_settings_are_named() {
+        for (extra, key) in [
+            (
+                "tls_pinned_cert_sha256 = [\"abcd\"]",
+                "merchants[0].tls_pinned_cert_sha256",
+            ),
+            (
+                "allow_plain_http = \"yes\"",
+                "merchants[0].allow_plain_http",
+            ),
+            ("proxy = \"socks5://10.0.0.5:1080\"", "merchants[0].proxy"),
+            ("proxy = \"https://10.0.0.5:3128\"", "merchants[0].proxy"),
+            (
+                "proxy = \"http://user:pw@10.0.0.5:3128\"",
+                "merchants[0].proxy",
+            ),
+            ("total_timeout_ms = 0", "merchants[0].total_timeout_ms"),
+            // RSA signing without the platform key.
+            ("sign_rsa = true", "merchants[0].sign_rsa"),
+        ] {
+            let err = parse(&merchant(extra), vec![]).unwrap_err().to_string();
+            assert!(err.contains(key), "{extra}: {err}");
+            assert!(!err.contains("pw@"), "{err}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Key material for `payflow dev` and tests, generated on first use into a data folder
-//! (git-ignored), never committed: our Alipay app key pair, the sandbox channel's key pair and
-//! the demo merchant's webhook secret.
+//! (git-ignored), never committed: our Alipay app key pair, the sandbox channel's key pair, the
+//! platform key pair that signs merchant callbacks (`payflow-signature-rsa`) and the demo
+//! merchant's webhook secret.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,8 @@ impl DevKeys {
     pub const APP_PUBLIC: &'static str = "app_public.pem";
     pub const SANDBOX_PRIVATE: &'static str = "sandbox_private.pem";
     pub const SANDBOX_PUBLIC: &'static str = "sandbox_public.pem";
+    pub const PLATFORM_PRIVATE: &'static str = "platform_private.pem";
+    pub const PLATFORM_PUBLIC: &'static str = "platform_public.pem";
     pub const MERCHANT_SECRET: &'static str = "demo_merchant.whsec";
 
     /// Creates whatever is missing under `dir` (mode 0600 for secrets).
@@ -24,6 +27,7 @@ impl DevKeys {
         for (private, public) in [
             (Self::APP_PRIVATE, Self::APP_PUBLIC),
             (Self::SANDBOX_PRIVATE, Self::SANDBOX_PUBLIC),
+            (Self::PLATFORM_PRIVATE, Self::PLATFORM_PUBLIC),
         ] {
             if !dir.join(private).is_file() {
                 let (signer, pem) = RsaSigner::generate().map_err(std::io::Error::other)?;

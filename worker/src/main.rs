@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 use payflow::config::{Config, LogFormat};
 use payflow::startup::App;
 
+mod cli_keys;
+
 #[derive(Parser)]
 #[command(name = "payflow", version, about = "Payment orchestration on Temporal")]
 struct Cli {
@@ -46,6 +48,11 @@ enum Command {
     Notify {
         #[command(subcommand)]
         command: payflow::cli_notify::NotifyCommand,
+    },
+    /// Platform keys: the public key merchants verify `payflow-signature-rsa` with.
+    Keys {
+        #[command(subcommand)]
+        command: cli_keys::KeysCommand,
     },
     /// Benchmarks (they print figures; they are not tests).
     Bench {
@@ -94,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Ledger { command } => payflow::cli_ledger::run(command).await,
         Command::Notify { command } => payflow::cli_notify::run(command).await,
+        Command::Keys { command } => cli_keys::run(command),
         Command::Bench {
             command: BenchCommand::Ledger(args),
         } => payflow::bench_ledger::run(args).await,

@@ -184,6 +184,7 @@ retry_schedule_ms = [{notify}]
 continue_as_new_after_events = {continue_after}
 connect_timeout_ms = 2000
 total_timeout_ms = 5000
+platform_private_key = {{ file = "{platform_private}" }}
 
 [[channels]]
 name = "{CHANNEL}"
@@ -199,6 +200,10 @@ notify_url = "{merchant_url}"
 allowed_notify_hosts = ["127.0.0.1"]
 webhook_secret = {{ file = "{secret}" }}
 expect_body = "success"
+# The demo merchant listens on loopback over plain http: allowed explicitly, dev/test only.
+allow_plain_http = ["127.0.0.1"]
+allow_private_network = true
+sign_rsa = true
 
 [[products]]
 id = "{PRODUCT}"
@@ -225,6 +230,7 @@ fee_rate = "0.006"
         app_private = k(DevKeys::APP_PRIVATE),
         sandbox_public = k(DevKeys::SANDBOX_PUBLIC),
         secret = k(DevKeys::MERCHANT_SECRET),
+        platform_private = k(DevKeys::PLATFORM_PRIVATE),
         extra = o.extra_toml,
     )
 }

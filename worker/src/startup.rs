@@ -12,8 +12,10 @@ use payflow_activities::crypto::rsa_keys::{RsaSigner, RsaVerifier};
 use payflow_activities::crypto::webhook::WebhookSecret;
 use payflow_activities::health::{ChannelHealth, HealthPolicy};
 use payflow_activities::merchant_gate::{GatePolicy, MerchantGate};
-use payflow_activities::merchants::{Merchant, MerchantStatus, Merchants};
-use payflow_activities::notify::{Deliverer, DeliveryPolicy};
+use payflow_activities::merchants::{Merchant, MerchantStatus, Merchants, PlainHttp};
+use payflow_activities::notify::guard::AddressPolicy;
+use payflow_activities::notify::trust::{Trust, load_ca_file, parse_pin};
+use payflow_activities::notify::{Deliverer, DeliveryPolicy, MerchantTransport};
 use payflow_activities::routing::{Product, Routing};
 use payflow_activities::store::Store;
 use payflow_activities::{
@@ -27,7 +29,7 @@ use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tokio::net::TcpListener;
 
-use crate::config::{ChannelKind, Config, MerchantStatusConfig, expose};
+use crate::config::{ChannelKind, Config, MerchantStatusConfig, PlainHttpConfig, expose};
 use crate::ingress;
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +99,19 @@ pub async fn build_services(config: &Config) -> Result<Services, StartupError> {
             }
         }
     }
+    let platform_key = match &config.notify.platform_private_key {
+        Some(r) => {
+            let key = "notify.platform_private_key";
+            let text = r.load(key)?;
+            Some(RsaSigner::from_text(expose(&text), key).map_err(|e| key_err(key, e))?)
+        }
+        None => None,
+    };
+    let defaults = DeliveryPolicy {
+        connect_timeout: Duration::from_millis(config.notify.connect_timeout_ms),
+        total_timeout: Duration::from_millis(config.notify.total_timeout_ms),
+    };
+    let mut deliverer = Deliverer::new(platform_key);
     let mut merchants = Merchants::default();
     for (i, m) in config.merchants.iter().enumerate() {
         let key = format!("merchants[{i}]");
@@ -109,8 +124,39 @@ pub async fn build_services(config: &Config) -> Result<Services, StartupError> {
         {
             hosts.push(h.to_string());
         }
+        let id = MerchantId::parse(&m.id).map_err(|e| key_err(&format!("{key}.id"), e))?;
+        let network = AddressPolicy {
+            allow_private_network: m.allow_private_network,
+        };
+        let mut trust = Trust::default();
+        if let Some(path) = &m.tls_ca_file {
+            trust.extra_ca =
+                load_ca_file(path).map_err(|e| key_err(&format!("{key}.tls_ca_file"), e))?;
+        }
+        for pin in &m.tls_pinned_cert_sha256 {
+            trust.pinned_sha256.push(
+                parse_pin(pin).map_err(|e| key_err(&format!("{key}.tls_pinned_cert_sha256"), e))?,
+            );
+        }
+        let transport = MerchantTransport {
+            connect_timeout: m
+                .connect_timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.connect_timeout),
+            total_timeout: m
+                .total_timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.total_timeout),
+            network,
+            trust,
+            proxy: m.proxy.clone(),
+            sign_rsa: m.sign_rsa,
+        };
+        deliverer
+            .add_merchant(id.clone(), &transport)
+            .map_err(|e| key_err(&key, e))?;
         merchants.insert(Merchant {
-            id: MerchantId::parse(&m.id).map_err(|e| key_err(&format!("{key}.id"), e))?,
+            id,
             status: match m.status {
                 MerchantStatusConfig::Enabled => MerchantStatus::Enabled,
                 MerchantStatusConfig::Blocked => MerchantStatus::Blocked,
@@ -124,6 +170,12 @@ pub async fn build_services(config: &Config) -> Result<Services, StartupError> {
                 daily_limit: m.daily_limit,
                 max_per_minute: m.max_payments_per_minute,
             },
+            plain_http: match &m.allow_plain_http {
+                PlainHttpConfig::Never => PlainHttp::Never,
+                PlainHttpConfig::AnyHost => PlainHttp::AnyHost,
+                PlainHttpConfig::Hosts(h) => PlainHttp::Hosts(h.clone()),
+            },
+            network,
         });
     }
     let mut routing = Routing::default();
@@ -140,11 +192,6 @@ pub async fn build_services(config: &Config) -> Result<Services, StartupError> {
     for c in &config.channels {
         routing.set_channel_enabled(&c.name, c.enabled);
     }
-    let deliverer = Deliverer::new(&DeliveryPolicy {
-        connect_timeout: Duration::from_millis(config.notify.connect_timeout_ms),
-        total_timeout: Duration::from_millis(config.notify.total_timeout_ms),
-    })
-    .map_err(|e| key_err("notify", e))?;
     Ok(Services {
         store,
         channels,
