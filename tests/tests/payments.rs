@@ -38,6 +38,14 @@ async fn happy_path_via_notification(db: Db) {
         status.channel_trade_no.as_deref(),
         Some(channel_order.trade_no.as_str())
     );
+    // What an operator sees with `payflow payment show demo o-happy`.
+    let shown = payflow::cli_payment::render(&status);
+    assert!(shown.contains("state             Succeeded\n"), "{shown}");
+    assert!(shown.contains("amount            12.34 CNY\n"), "{shown}");
+    assert!(
+        shown.contains(&format!("channel trade no  {}\n", channel_order.trade_no)),
+        "{shown}"
+    );
     assert!(
         channel_order.acknowledged,
         "the ingress acknowledged the channel"

@@ -12,6 +12,7 @@
 pub mod bench_ledger;
 pub mod cli_ledger;
 pub mod cli_notify;
+pub mod cli_payment;
 pub mod config;
 pub mod dev;
 pub mod devkeys;

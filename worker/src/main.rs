@@ -44,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: payflow::cli_ledger::LedgerCommand,
     },
+    /// A payment as its workflow reports it.
+    Payment {
+        #[command(subcommand)]
+        command: payflow::cli_payment::PaymentCommand,
+    },
     /// Merchant callbacks: list by state, resend, retry now.
     Notify {
         #[command(subcommand)]
@@ -101,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Ledger { command } => payflow::cli_ledger::run(command).await,
         Command::Notify { command } => payflow::cli_notify::run(command).await,
+        Command::Payment { command } => payflow::cli_payment::run(command).await,
         Command::Keys { command } => cli_keys::run(command),
         Command::Bench {
             command: BenchCommand::Ledger(args),
