@@ -83,6 +83,11 @@ async fn happy_path_via_notification(db: Db) {
     let ok = payflow_tests::accepted_callbacks(&app).await;
     assert_eq!(ok.len(), 1);
     assert!(ok[0].signature_valid);
+    assert_eq!(
+        ok[0].rsa_signature_valid,
+        Some(true),
+        "the demo merchant also gets the platform's RSA signature"
+    );
     assert_eq!(ok[0].body["type"], "payment.succeeded");
     assert_eq!(ok[0].body["data"]["merchant_order_no"], "o-happy");
     assert_eq!(ok[0].body["data"]["amount"]["amount"], "12.34");

@@ -1,6 +1,7 @@
 //! A merchant's callback endpoint, for `payflow dev` and tests: verifies each callback's
-//! Standard Webhooks signature, records it, and answers as configured (`success`, or a
-//! failure status while "down").
+//! Standard Webhooks signature (and the RSA header with the platform public key, when it is
+//! given one), records it, and answers as configured (`success`, or a failure status while
+//! "down").
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use payflow_activities::crypto::rsa_keys::RsaVerifier;
 use payflow_activities::crypto::webhook::WebhookSecret;
+use payflow_activities::notify::RSA_SIGNATURE_HEADER;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -21,12 +24,16 @@ pub struct ReceivedCallback {
     pub timestamp: i64,
     pub body: serde_json::Value,
     pub signature_valid: bool,
+    /// The `payflow-signature-rsa` header checked with the platform public key: `None` when
+    /// absent (or the receiver has no key), else whether it verified.
+    pub rsa_signature_valid: Option<bool>,
     /// What the receiver answered.
     pub answered: u16,
 }
 
 struct Inner {
     secret: WebhookSecret,
+    platform_key: Option<RsaVerifier>,
     received: Mutex<Vec<ReceivedCallback>>,
     /// Answer 503 to this many calls before accepting (a merchant that is down for a while).
     fail_first: Mutex<u32>,
@@ -40,11 +47,16 @@ pub struct MerchantReceiver {
 }
 
 impl MerchantReceiver {
-    pub async fn spawn(listener: TcpListener, secret: WebhookSecret) -> std::io::Result<Self> {
+    pub async fn spawn(
+        listener: TcpListener,
+        secret: WebhookSecret,
+        platform_key: Option<RsaVerifier>,
+    ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let (changed, _) = watch::channel(0);
         let inner = Arc::new(Inner {
             secret,
+            platform_key,
             received: Mutex::new(Vec::new()),
             fail_first: Mutex::new(0),
             changed,
@@ -114,9 +126,24 @@ async fn receive(
         .secret
         .verify(&webhook_id, timestamp, &body, &header("webhook-signature"))
         .is_ok();
+    let rsa = header(RSA_SIGNATURE_HEADER);
+    let rsa_signature_valid = match (&inner.platform_key, rsa.is_empty()) {
+        (Some(key), false) => {
+            let signed = [
+                webhook_id.as_bytes(),
+                b".",
+                timestamp.to_string().as_bytes(),
+                b".",
+                &body,
+            ]
+            .concat();
+            Some(key.verify_base64(&signed, &rsa).is_ok())
+        }
+        _ => None,
+    };
     let (status, text) = {
         let mut fail = inner.fail_first.lock().expect("receiver lock");
-        if !signature_valid {
+        if !signature_valid || rsa_signature_valid == Some(false) {
             (StatusCode::UNAUTHORIZED, "bad signature")
         } else if *fail > 0 {
             *fail -= 1;
@@ -134,6 +161,7 @@ async fn receive(
             timestamp,
             body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
             signature_valid,
+            rsa_signature_valid,
             answered: status.as_u16(),
         });
     inner.changed.send_modify(|v| *v += 1);

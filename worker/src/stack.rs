@@ -262,8 +262,17 @@ impl Stack {
         )
         .await?;
         let secret = WebhookSecret::parse(&o.keys.read(DevKeys::MERCHANT_SECRET)?).map_err(key)?;
-        let merchant =
-            MerchantReceiver::spawn(TcpListener::bind("127.0.0.1:0").await?, secret).await?;
+        let platform = RsaVerifier::from_text(
+            &o.keys.read(DevKeys::PLATFORM_PUBLIC)?,
+            "platform public key",
+        )
+        .map_err(key)?;
+        let merchant = MerchantReceiver::spawn(
+            TcpListener::bind("127.0.0.1:0").await?,
+            secret,
+            Some(platform),
+        )
+        .await?;
         // The ingress binds inside App::build; its public URL must be known first, so bind a
         // free port here when asked for port 0.
         let listen = if o.ingress_listen.ends_with(":0") {
