@@ -5,6 +5,7 @@
 //! retried by Temporal; [`ChannelError::Declined`] is the channel's definite answer.
 
 pub mod alipay;
+pub mod wechat;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -189,6 +190,20 @@ pub trait Channel: Send + Sync {
         &self,
         params: &BTreeMap<String, String>,
     ) -> Result<VerifiedNotice, NoticeError>;
+    /// Verifies an incoming notification as it arrived over HTTP: its headers (names in any
+    /// case) and raw body. The default reads the body as a form and calls
+    /// [`Channel::verify_notice`] (Alipay); channels that sign in headers and send JSON
+    /// (WeChat Pay v3) override it.
+    fn verify_notice_http(
+        &self,
+        headers: &BTreeMap<String, String>,
+        body: &[u8],
+    ) -> Result<VerifiedNotice, NoticeError> {
+        let _ = headers;
+        let params: BTreeMap<String, String> = serde_urlencoded::from_bytes(body)
+            .map_err(|e| NoticeError::Malformed(format!("not a form body: {e}")))?;
+        self.verify_notice(&params)
+    }
     /// The exact acknowledgement body the channel expects.
     fn ack_body(&self) -> &'static str;
 }
