@@ -97,6 +97,7 @@ async fn notify(
     State(st): State<IngressState>,
     Path(channel_name): Path<String>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<Response, IngressError> {
     if !st.allowed_ips.is_empty() && !st.allowed_ips.contains(&peer.ip()) {
@@ -109,13 +110,18 @@ async fn notify(
         .get(&channel_name)
         .ok_or(IngressError::UnknownChannel)?
         .clone();
-    let params: BTreeMap<String, String> = serde_urlencoded::from_bytes(&body)
-        .map_err(|e| IngressError::Bad(format!("not a form body: {e}")))?;
-    let notice = channel.verify_notice(&params).map_err(|e| match e {
-        NoticeError::BadSignature => IngressError::Signature,
-        NoticeError::WrongApp => IngressError::Signature,
-        NoticeError::Malformed(m) => IngressError::Bad(m),
-    })?;
+    // Each protocol reads what it signs: Alipay a form body, WeChat Pay headers + JSON.
+    let header_map: BTreeMap<String, String> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let notice = channel
+        .verify_notice_http(&header_map, &body)
+        .map_err(|e| match e {
+            NoticeError::BadSignature => IngressError::Signature,
+            NoticeError::WrongApp => IngressError::Signature,
+            NoticeError::Malformed(m) => IngressError::Bad(m),
+        })?;
     let now = chrono::Utc::now().timestamp_millis();
     if (now - notice.notify_time_ms).abs() > st.window_ms {
         return Err(IngressError::Stale);
@@ -197,10 +203,11 @@ async fn notify(
     Ok(ack.into_response())
 }
 
-/// Whether the channel's status word says the customer paid (Alipay's words; a channel's
-/// notice is still only a claim until the refund workflow's query confirms it).
+/// Whether the channel's status word says the customer paid (Alipay's `TRADE_SUCCESS` /
+/// `TRADE_FINISHED`, WeChat Pay's `SUCCESS`); a notice is still only a claim until the refund
+/// workflow's query confirms it.
 fn claims_paid(trade_status: &str) -> bool {
-    matches!(trade_status, "TRADE_SUCCESS" | "TRADE_FINISHED")
+    matches!(trade_status, "TRADE_SUCCESS" | "TRADE_FINISHED" | "SUCCESS")
 }
 
 /// Starts (or finds) `refund/{merchant}/late-{order_id}` for the whole collected amount.
