@@ -10,6 +10,7 @@
 //! - `cli_ledger`, `bench_ledger`: `payflow ledger ...` queries and `payflow bench ledger`.
 
 pub mod bench_ledger;
+pub mod bench_notify;
 pub mod cli_ledger;
 pub mod cli_notify;
 pub mod cli_payment;

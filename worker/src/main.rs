@@ -70,6 +70,8 @@ enum Command {
 enum BenchCommand {
     /// Postings per second into one hot account vs spread over many, per database.
     Ledger(payflow::bench_ledger::BenchLedgerArgs),
+    /// First-attempt callback latency of healthy merchants with and without a hanging one.
+    Notify(payflow::bench_notify::BenchNotifyArgs),
 }
 
 #[tokio::main]
@@ -111,5 +113,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench {
             command: BenchCommand::Ledger(args),
         } => payflow::bench_ledger::run(args).await,
+        Command::Bench {
+            command: BenchCommand::Notify(args),
+        } => payflow::bench_notify::run(args).await,
     }
 }
