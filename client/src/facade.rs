@@ -110,9 +110,10 @@ impl Payflow {
             req.merchant_id, req.amount, req.merchant_order_no
         ))
         .build();
-        // The server may abort an in-flight update under load ("unavailable"); asking again is
-        // safe because the payment is idempotent by its id.
-        let mut backoff = std::time::Duration::from_millis(100);
+        // Under load the server may abort an in-flight update or refuse more than its limit
+        // of concurrent updates per workflow ("try again"); asking again is safe because the
+        // payment is idempotent by its id. Jittered so a crowd of callers spreads out.
+        let mut attempt = 0u32;
         let result = loop {
             let result = self
                 .client
@@ -125,9 +126,11 @@ impl Payflow {
                 )
                 .await;
             match &result {
-                Err(e) if is_unavailable(e) && backoff < std::time::Duration::from_secs(5) => {
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
+                Err(e) if is_retryable(e) && attempt < 10 => {
+                    attempt += 1;
+                    let base = 100u64 << attempt.min(5);
+                    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * base / 255;
+                    tokio::time::sleep(std::time::Duration::from_millis(base + jitter)).await;
                 }
                 _ => break result,
             }
@@ -438,13 +441,14 @@ fn unexpected(answer: LedgerAnswer) -> PayflowError {
     PayflowError::Temporal(format!("unexpected ledger answer {answer:?}"))
 }
 
-/// The server's "try again" (gRPC `UNAVAILABLE`), e.g. an update aborted under load.
-fn is_unavailable(e: &WorkflowUpdateWithStartError) -> bool {
+/// The server's "try again": `UNAVAILABLE` (an update aborted under load) or
+/// `RESOURCE_EXHAUSTED` (too many updates in flight on one workflow).
+fn is_retryable(e: &WorkflowUpdateWithStartError) -> bool {
     use temporalio_client::tonic::Code;
     match e {
         WorkflowUpdateWithStartError::Rpc(status)
         | WorkflowUpdateWithStartError::Update(WorkflowUpdateError::Rpc(status)) => {
-            status.code() == Code::Unavailable
+            matches!(status.code(), Code::Unavailable | Code::ResourceExhausted)
         }
         _ => false,
     }
