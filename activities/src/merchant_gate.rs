@@ -142,7 +142,11 @@ impl Pass {
             return;
         }
         st.consecutive_failures += 1;
-        if self.probe || st.consecutive_failures >= self.policy.failures_to_open {
+        // Deliveries that were already under way when the breaker opened report their failures
+        // late: they must not extend (or double) the opening; only a failed probe does.
+        let already_open = st.open_until.is_some_and(|until| now < until);
+        if self.probe || (!already_open && st.consecutive_failures >= self.policy.failures_to_open)
+        {
             let open_for = st.next_open_for.unwrap_or(self.policy.open_for);
             st.open_until = Some(now + open_for);
             st.next_open_for = Some((open_for * 2).min(self.policy.max_open));
@@ -233,6 +237,41 @@ mod tests {
         g.enter_at("down", t3).unwrap().finish_at(true, t3);
         assert!(g.enter_at("down", t3).is_ok());
         assert!(g.enter_at("down", t3).is_ok());
+    }
+
+    #[test]
+    fn late_failures_of_deliveries_in_flight_do_not_extend_the_opening() {
+        let g = gate();
+        let t0 = Instant::now();
+        // Two deliveries go out, then three failures open the breaker ...
+        let mut late_a = g.enter_at("down", t0).unwrap();
+        let mut late_b = g.enter_at("down", t0).unwrap();
+        late_a.finish_at(false, t0);
+        late_b.finish_at(false, t0);
+        drop((late_a, late_b));
+        g.enter_at("down", t0).unwrap().finish_at(false, t0);
+        assert_eq!(
+            g.enter_at("down", t0).unwrap_err(),
+            Deferral::Open(Duration::from_secs(10))
+        );
+        // ... and a delivery that was in flight before it opened fails afterwards: the
+        // opening stays 10 s, it is not doubled.
+        let t1 = t0 + Duration::from_secs(1);
+        let mut st = g.merchants.lock().unwrap();
+        st.get_mut("down").unwrap().in_flight += 1;
+        drop(st);
+        let mut in_flight = Pass {
+            merchant: "down".into(),
+            probe: false,
+            policy: g.policy,
+            merchants: g.merchants.clone(),
+            finished: false,
+        };
+        in_flight.finish_at(false, t1);
+        assert_eq!(
+            g.enter_at("down", t1).unwrap_err(),
+            Deferral::Open(Duration::from_secs(9))
+        );
     }
 
     #[test]
