@@ -67,6 +67,8 @@ impl Notification {
         let mut in_cycle = resume.as_ref().map_or(0, |r| r.in_cycle as usize);
         // Known after the first attempt (the activity reports the configured limit).
         let mut continue_after: Option<u32> = None;
+        // Consecutive deferrals (the merchant busy or its breaker open), for the backoff.
+        let mut deferrals = 0u32;
         loop {
             // Between attempts nothing is in flight: the one safe point to start a new run
             // with a short history, carrying what this run did.
@@ -104,6 +106,7 @@ impl Notification {
                     continue_after_events,
                 } => {
                     continue_after = Some(continue_after_events);
+                    deferrals = 0;
                     let delivered = attempt.delivered;
                     ctx.state_mut(|s| s.status.attempts.push(attempt));
                     if delivered {
@@ -120,7 +123,18 @@ impl Notification {
                 } => {
                     continue_after = Some(continue_after_events);
                     Self::set_state(ctx, NotifyState::Retrying);
-                    let wait = Duration::from_millis(retry_after_ms.max(1)).min(MAX_DELAY);
+                    // Waiting for a merchant must not cost workflow tasks at a fixed rate: back
+                    // off per consecutive deferral (x2, at most 30 s) with jitter drawn through
+                    // the workflow context, so a crowd of waiting events spreads out.
+                    let backoff = retry_after_ms
+                        .max(1)
+                        .saturating_mul(1 << deferrals.min(5))
+                        .min(MAX_DEFERRAL_MS);
+                    deferrals += 1;
+                    // 0..=255 from the uuid's first byte: up to half the backoff again.
+                    let byte = u64::from_str_radix(&ctx.uuid4()[..2], 16).unwrap_or(0);
+                    let jitter = byte * backoff / 512;
+                    let wait = Duration::from_millis(backoff + jitter).min(MAX_DELAY);
                     ctx.timer(wait).await;
                     continue;
                 }
@@ -187,6 +201,9 @@ impl Notification {
         Ok(())
     }
 }
+
+/// Longest wait between two tries of a deferred delivery.
+const MAX_DEFERRAL_MS: u64 = 30_000;
 
 /// Upper bound on one timer, so a misconfigured schedule cannot park a delivery for years.
 pub const MAX_DELAY: Duration = Duration::from_secs(24 * 3600);
