@@ -14,7 +14,7 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use crate::accounting;
 use crate::channels::{Channel, ChannelError, CloseOutcome, PrecreateRequest, TradeQuery};
-use crate::services::{PaymentTiming, SharedServices};
+use crate::services::{PaymentTiming, Services, SharedServices};
 use crate::store::StoreError;
 use crate::store::orders::{NewOrder, Order, OrderPatch};
 
@@ -89,6 +89,15 @@ pub(crate) fn store_err(e: StoreError) -> ActivityError {
     }
 }
 
+/// The configured channel by name; an unknown one is a configuration error, not worth retrying.
+pub(crate) fn channel(services: &Services, name: &str) -> Result<Arc<dyn Channel>, ActivityError> {
+    services
+        .channels
+        .get(name)
+        .cloned()
+        .ok_or_else(|| fatal(format!("channel {name} not configured")))
+}
+
 pub(crate) fn channel_err(e: ChannelError) -> ActivityError {
     // Untrusted answers are retried too: a forged or garbled response must not end a payment.
     transient(e)
@@ -110,12 +119,7 @@ impl PaymentActivities {
         order_id: &str,
     ) -> Result<(Order, Arc<dyn Channel>), ActivityError> {
         let order = self.order(order_id).await?;
-        let channel = self
-            .services
-            .channels
-            .get(&order.channel)
-            .cloned()
-            .ok_or_else(|| fatal(format!("channel {} not configured", order.channel)))?;
+        let channel = channel(&self.services, &order.channel)?;
         Ok((order, channel))
     }
 }

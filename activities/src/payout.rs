@@ -14,8 +14,8 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use crate::accounting;
-use crate::channels::{self, Channel, ChannelError, PayoutState};
-use crate::payment::{channel_err, fatal, store_err};
+use crate::channels::{self, ChannelError, PayoutState};
+use crate::payment::{channel, channel_err, store_err};
 use crate::services::{PayoutPolicy, SharedServices};
 use crate::store::StoreError;
 
@@ -50,14 +50,6 @@ pub struct PayoutActivities {
 impl PayoutActivities {
     pub fn new(services: SharedServices) -> Self {
         PayoutActivities { services }
-    }
-
-    fn channel(&self, name: &str) -> Result<Arc<dyn Channel>, ActivityError> {
-        self.services
-            .channels
-            .get(name)
-            .cloned()
-            .ok_or_else(|| fatal(format!("channel {name} not configured")))
     }
 }
 
@@ -114,8 +106,7 @@ impl PayoutActivities {
         input: HoldPayout,
     ) -> Result<Submitted, ActivityError> {
         let r = &input.request;
-        let result = self
-            .channel(&r.channel)?
+        let result = channel(&self.services, &r.channel)?
             .payout(&channels::PayoutRequest {
                 out_biz_no: input.payout_id.clone(),
                 amount: r.amount,
@@ -140,7 +131,7 @@ impl PayoutActivities {
         _ctx: ActivityContext,
         input: HoldPayout,
     ) -> Result<PayoutState, ActivityError> {
-        self.channel(&input.request.channel)?
+        channel(&self.services, &input.request.channel)?
             .query_payout(&input.payout_id)
             .await
             .map_err(channel_err)

@@ -12,8 +12,8 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use crate::accounting;
-use crate::channels::{self, Channel, RefundResult, TradeState};
-use crate::payment::{channel_err, fatal, store_err};
+use crate::channels::{self, RefundResult, TradeState};
+use crate::payment::{channel, channel_err, fatal, store_err};
 use crate::services::{PaymentTiming, SharedServices};
 use crate::store::StoreError;
 use crate::store::orders::Order;
@@ -75,14 +75,6 @@ impl RefundActivities {
             .ok_or_else(|| fatal(format!("order {} not found", refund.order_id)))?;
         Ok((refund, order))
     }
-
-    fn channel(&self, name: &str) -> Result<Arc<dyn Channel>, ActivityError> {
-        self.services
-            .channels
-            .get(name)
-            .cloned()
-            .ok_or_else(|| fatal(format!("channel {name} not configured")))
-    }
 }
 
 fn refused(code: &str, message: impl Into<String>) -> Result<Reserved, ActivityError> {
@@ -118,8 +110,7 @@ impl RefundActivities {
             else {
                 return refused("payflow.ORDER_NOT_FOUND", "no such order");
             };
-            let q = self
-                .channel(&order.channel)?
+            let q = channel(&self.services, &order.channel)?
                 .query(&order.order_id)
                 .await
                 .map_err(channel_err)?;
@@ -230,7 +221,7 @@ impl RefundActivities {
         refund_id: String,
     ) -> Result<RefundResult, ActivityError> {
         let (refund, order) = self.refund_and_order(&refund_id).await?;
-        self.channel(&order.channel)?
+        channel(&self.services, &order.channel)?
             .refund(&channels::RefundRequest {
                 out_trade_no: order.order_id.clone(),
                 out_request_no: refund.refund_id.clone(),
@@ -249,7 +240,7 @@ impl RefundActivities {
         refund_id: String,
     ) -> Result<RefundResult, ActivityError> {
         let (refund, order) = self.refund_and_order(&refund_id).await?;
-        self.channel(&order.channel)?
+        channel(&self.services, &order.channel)?
             .query_refund(&order.order_id, &refund.refund_id)
             .await
             .map_err(channel_err)

@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::orders::Order;
-use super::{Backend, Store, StoreError, now_ms};
+use super::{Store, StoreError, now_ms};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewRefund {
@@ -140,14 +140,6 @@ fn capped_fee_share(share: i64, amount: i64) -> i64 {
 }
 
 impl Store {
-    /// Row lock for the rest of the transaction on PostgreSQL; SQLite has one writer anyway.
-    fn lock_suffix(&self) -> &'static str {
-        match self.backend() {
-            Backend::Postgres => " FOR UPDATE",
-            Backend::Sqlite => "",
-        }
-    }
-
     /// The over-refund guard: with the order locked, checks the order's state and that
     /// refunds in flight or done plus this one stay within what was paid, then records the
     /// refund as `Processing`. Idempotent by `(merchant, merchant_refund_no)`: the same request
@@ -157,7 +149,7 @@ impl Store {
         let q = self.sql(&format!(
             "SELECT {} FROM payment_orders WHERE merchant_id = ? AND merchant_order_no = ?{}",
             super::orders::COLUMNS,
-            self.lock_suffix()
+            self.for_update()
         ));
         let Some(row) = sqlx::query(&q)
             .bind(&r.merchant_id)
@@ -375,33 +367,34 @@ impl Store {
             }
             RefundState::Requested | RefundState::Processing => {}
         }
-        self.post_hold_tx(&mut tx, &crate::accounting::refund_hold_id(refund_id), None)
-            .await?;
-        if let Some(fee) = Money::from_minor(refund.fee_minor, refund.amount.currency())
-            .ok()
-            .filter(|_| refund.fee_minor > 0)
-        {
-            let order_channel = self.order_channel(&mut tx, &refund.order_id).await?;
-            let booking = crate::accounting::refund_fee_return(
-                refund_id,
-                &refund.order_id,
-                &order_channel,
-                fee,
-            );
-            self.book_tx(&mut tx, &booking).await?;
-        }
-        self.set_refund_state(&mut tx, refund_id, RefundState::Succeeded, None)
-            .await?;
+        // The order first (the order every writer of an order takes its locks in), then the
+        // hold's accounts.
         let q = self.sql(&format!(
             "SELECT {} FROM payment_orders WHERE order_id = ?{}",
             super::orders::COLUMNS,
-            self.lock_suffix()
+            self.for_update()
         ));
         let row = sqlx::query(&q)
             .bind(&refund.order_id)
             .fetch_one(&mut *tx)
             .await?;
         let order = super::orders::order_from_row(&row)?;
+        self.post_hold_tx(&mut tx, &crate::accounting::refund_hold_id(refund_id), None)
+            .await?;
+        if let Some(fee) = Money::from_minor(refund.fee_minor, refund.amount.currency())
+            .ok()
+            .filter(|_| refund.fee_minor > 0)
+        {
+            let booking = crate::accounting::refund_fee_return(
+                refund_id,
+                &refund.order_id,
+                &order.channel,
+                fee,
+            );
+            self.book_tx(&mut tx, &booking).await?;
+        }
+        self.set_refund_state(&mut tx, refund_id, RefundState::Succeeded, None)
+            .await?;
         let to = match refund.kind {
             RefundKind::LatePayment => None,
             RefundKind::Exception => Some(PayState::Refunded),
@@ -463,19 +456,6 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(refund_id.to_string()))
     }
 
-    async fn order_channel(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        order_id: &str,
-    ) -> Result<String, StoreError> {
-        let q = self.sql("SELECT channel FROM payment_orders WHERE order_id = ?");
-        Ok(sqlx::query(&q)
-            .bind(order_id)
-            .fetch_one(&mut **tx)
-            .await?
-            .try_get("channel")?)
-    }
-
     async fn lock_refund(
         &self,
         tx: &mut Transaction<'static, Any>,
@@ -483,7 +463,7 @@ impl Store {
     ) -> Result<Refund, StoreError> {
         let q = self.sql(&format!(
             "SELECT {COLUMNS} FROM refunds WHERE refund_id = ?{}",
-            self.lock_suffix()
+            self.for_update()
         ));
         let row = sqlx::query(&q)
             .bind(refund_id)
