@@ -314,3 +314,56 @@ pub async fn payment_where(
     })
     .await
 }
+
+/// A CNY amount from a decimal string (test input, so a bad literal panics).
+pub fn cny(amount: &str) -> Money {
+    Money::parse(amount, Currency::Cny).expect("amount")
+}
+
+/// Posted balance of the demo merchant's payable account, in minor units.
+pub async fn payable(app: &Stack) -> i64 {
+    merchant_account(app).await.posted_net().minor_units()
+}
+
+/// What holds on the demo merchant's payable account still reserve, in minor units.
+pub async fn payable_pending_debits(app: &Stack) -> i64 {
+    merchant_account(app).await.debits_pending.minor_units()
+}
+
+async fn merchant_account(app: &Stack) -> payflow_activities::store::accounts::AccountBalance {
+    app.store
+        .account_balance(&payflow_activities::accounting::merchant_payable(
+            stack::MERCHANT,
+        ))
+        .await
+        .expect("the merchant's payable account")
+}
+
+/// Event types of the callbacks the merchant accepted.
+pub fn accepted_types(got: &[payflow::merchant_receiver::ReceivedCallback]) -> Vec<String> {
+    got.iter()
+        .filter(|c| c.answered == 200)
+        .filter_map(|c| c.body["type"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The trial balance is zero in every currency.
+pub async fn assert_balanced(app: &Stack) {
+    let tb = app.store.trial_balance().await.unwrap();
+    assert!(tb.values().all(|v| *v == 0), "trial balance {tb:?}");
+}
+
+/// Waits until the merchant accepted a callback of `event_type`; returns how many it accepted.
+pub async fn accepted_count(app: &Stack, event_type: &str, deadline: Duration) -> usize {
+    let count = |got: &[payflow::merchant_receiver::ReceivedCallback]| {
+        got.iter()
+            .filter(|c| c.answered == 200 && c.body["type"] == event_type)
+            .count()
+    };
+    let got = app
+        .merchant
+        .wait_for(deadline, |got| count(got) >= 1)
+        .await
+        .unwrap_or_else(|| panic!("a {event_type} callback in time"));
+    count(&got)
+}

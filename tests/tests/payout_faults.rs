@@ -17,7 +17,6 @@
 
 use std::time::Duration;
 
-use payflow::merchant_receiver::ReceivedCallback;
 use payflow::sandbox::PayoutMode;
 use payflow::sandbox::alipay::SandboxPayoutStatus;
 use payflow::stack::{self, Stack};
@@ -26,7 +25,10 @@ use payflow_activities::store::holds::HoldState;
 use payflow_client::{
     Currency, MerchantId, Money, PayState, PayoutNo, PayoutRequest, PayoutState, PayoutStatus,
 };
-use payflow_tests::{Db, Timing, payment_request, payment_where, spawn_app};
+use payflow_tests::{
+    Db, Timing, accepted_count, assert_balanced, payable, payable_pending_debits, payment_request,
+    payment_where, spawn_app,
+};
 
 const TRANSFER: &str = "alipay.fund.trans.uni.transfer";
 const TRANSFER_QUERY: &str = "alipay.fund.trans.common.query";
@@ -57,26 +59,6 @@ async fn funded(app: &Stack) {
     })
     .await;
     assert_eq!(payable(app).await, FUNDED);
-}
-
-/// Posted balance of the merchant's payable account, in minor units.
-async fn payable(app: &Stack) -> i64 {
-    app.store
-        .account_balance(&accounting::merchant_payable(stack::MERCHANT))
-        .await
-        .unwrap()
-        .posted_net()
-        .minor_units()
-}
-
-/// What holds on the merchant's payable account still reserve, in minor units.
-async fn payable_pending_debits(app: &Stack) -> i64 {
-    app.store
-        .account_balance(&accounting::merchant_payable(stack::MERCHANT))
-        .await
-        .unwrap()
-        .debits_pending
-        .minor_units()
 }
 
 /// Waits until the sandbox received `n` calls of `method`.
@@ -127,28 +109,12 @@ async fn payout_result(app: &Stack, r: &PayoutRequest) -> PayoutStatus {
     .expect("payout result")
 }
 
-/// Waits until the merchant accepted a callback of `event_type`; returns how many it accepted.
-async fn accepted(app: &Stack, event_type: &str) -> usize {
-    let count = |got: &[ReceivedCallback]| {
-        got.iter()
-            .filter(|c| c.answered == 200 && c.body["type"] == event_type)
-            .count()
-    };
-    let got = app
-        .merchant
-        .wait_for(DEADLINE, |got| count(got) >= 1)
-        .await
-        .unwrap_or_else(|| panic!("a {event_type} callback in time"));
-    count(&got)
-}
-
 /// The hold ended as `expected`, nothing is left pending, the books balance.
 async fn assert_settled(app: &Stack, payout_id: &str, expected: HoldState) {
     let hold = accounting::payout_hold_id(payout_id);
     assert_eq!(app.store.hold_state(&hold).await.unwrap(), Some(expected));
     assert_eq!(payable_pending_debits(app).await, 0, "no hold left behind");
-    let tb = app.store.trial_balance().await.unwrap();
-    assert!(tb.values().all(|v| *v == 0), "trial balance {tb:?}");
+    assert_balanced(app).await;
 }
 
 /// (a) The worker dies while the submit is in flight. After the restart the lost attempt times
@@ -200,7 +166,7 @@ async fn killed_while_the_payout_submit_is_in_flight() {
     assert_eq!(s.channel_order_id.as_ref(), Some(&at_channel.order_id));
     assert_eq!(payable(&app).await, FUNDED - 5000, "posted once");
     assert_settled(&app, &payout_id, HoldState::Posted).await;
-    assert_eq!(accepted(&app, "payout.succeeded").await, 1);
+    assert_eq!(accepted_count(&app, "payout.succeeded", DEADLINE).await, 1);
     app.shutdown().await.unwrap();
 }
 
@@ -259,7 +225,7 @@ async fn killed_while_querying_a_dealing_payout() {
     assert_eq!(s.channel_order_id.as_ref(), Some(&at_channel.order_id));
     assert_eq!(payable(&app).await, FUNDED - 1000, "posted once");
     assert_settled(&app, &payout_id, HoldState::Posted).await;
-    assert_eq!(accepted(&app, "payout.succeeded").await, 1);
+    assert_eq!(accepted_count(&app, "payout.succeeded", DEADLINE).await, 1);
     app.shutdown().await.unwrap();
 }
 
@@ -327,6 +293,6 @@ async fn killed_while_submitting_a_payout_the_channel_fails() {
     assert_eq!(app.sandbox.payouts_executed(&payout_id), 0, "nothing paid");
     assert_eq!(payable(&app).await, FUNDED, "nothing left the balance");
     assert_settled(&app, &payout_id, HoldState::Voided).await;
-    assert_eq!(accepted(&app, "payout.failed").await, 1);
+    assert_eq!(accepted_count(&app, "payout.failed", DEADLINE).await, 1);
     app.shutdown().await.unwrap();
 }

@@ -3,21 +3,19 @@
 
 use std::time::Duration;
 
-use payflow::merchant_receiver::ReceivedCallback;
 use payflow::sandbox::PayoutMode;
 use payflow::stack::{self, Stack};
 use payflow_activities::accounting;
 use payflow_activities::store::holds::HoldState;
 use payflow_client::{
-    Currency, MerchantId, Money, OrderNo, PayState, PaymentRequest, PayoutDecision, PayoutNo,
-    PayoutRequest, PayoutState, PayoutStatus, RefundKind, RefundNo, RefundRequest, RefundState,
-    TransferNo, TransferRequest, TransferState, WalletId,
+    MerchantId, OrderNo, PayState, PaymentRequest, PayoutDecision, PayoutNo, PayoutRequest,
+    PayoutState, PayoutStatus, RefundKind, RefundNo, RefundRequest, RefundState, TransferNo,
+    TransferRequest, TransferState, WalletId,
 };
-use payflow_tests::{Db, Timing, eventually, payment_request, payment_where, spawn_app};
-
-fn cny(s: &str) -> Money {
-    Money::parse(s, Currency::Cny).unwrap()
-}
+use payflow_tests::{
+    Db, Timing, accepted_types, assert_balanced, cny, eventually, payable, payable_pending_debits,
+    payment_request, payment_where, spawn_app,
+};
 
 fn merchant() -> MerchantId {
     MerchantId::parse(stack::MERCHANT).unwrap()
@@ -43,16 +41,7 @@ async fn funded(app: &Stack) {
         s.state == PayState::Succeeded
     })
     .await;
-    assert_eq!(balance(app).await, 9940);
-}
-
-async fn balance(app: &Stack) -> i64 {
-    app.store
-        .account_balance(&accounting::merchant_payable(stack::MERCHANT))
-        .await
-        .unwrap()
-        .posted_net()
-        .minor_units()
+    assert_eq!(payable(app).await, 9940);
 }
 
 async fn payout(app: &Stack, req: PayoutRequest) -> PayoutStatus {
@@ -66,21 +55,8 @@ async fn payout(app: &Stack, req: PayoutRequest) -> PayoutStatus {
 async fn assert_settled(app: &Stack, status: &PayoutStatus, expected: HoldState) {
     let hold = accounting::payout_hold_id(status.payout_id.as_deref().unwrap());
     assert_eq!(app.store.hold_state(&hold).await.unwrap(), Some(expected));
-    let b = app
-        .store
-        .account_balance(&accounting::merchant_payable(stack::MERCHANT))
-        .await
-        .unwrap();
-    assert_eq!(b.debits_pending.minor_units(), 0, "no hold left pending");
-    let tb = app.store.trial_balance().await.unwrap();
-    assert!(tb.values().all(|v| *v == 0), "trial balance {tb:?}");
-}
-
-fn accepted_types(got: &[ReceivedCallback]) -> Vec<String> {
-    got.iter()
-        .filter(|c| c.answered == 200)
-        .filter_map(|c| c.body["type"].as_str().map(str::to_string))
-        .collect()
+    assert_eq!(payable_pending_debits(app).await, 0, "no hold left pending");
+    assert_balanced(app).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,7 +69,7 @@ async fn a_payout_pays_once_and_posts() {
     assert_eq!(s.state, PayoutState::Succeeded, "{s:?}");
     assert_eq!(s.submits, 1);
     assert!(s.channel_order_id.is_some());
-    assert_eq!(balance(&app).await, 4940);
+    assert_eq!(payable(&app).await, 4940);
     assert_eq!(
         app.sandbox
             .payouts_executed(s.payout_id.as_deref().unwrap()),
@@ -133,7 +109,7 @@ async fn a_payout_beyond_the_balance_is_refused_and_holds_nothing() {
     assert_eq!(s.state, PayoutState::Failed);
     assert_eq!(s.failure.unwrap().code, "payflow.INSUFFICIENT_BALANCE");
     assert_eq!(app.sandbox.calls("alipay.fund.trans.uni.transfer"), 0);
-    assert_eq!(balance(&app).await, 9940);
+    assert_eq!(payable(&app).await, 9940);
     app.shutdown().await.unwrap();
 }
 
@@ -158,7 +134,7 @@ async fn an_unknown_submit_outcome_is_queried_never_resubmitted() {
             .payouts_executed(s.payout_id.as_deref().unwrap()),
         1
     );
-    assert_eq!(balance(&app).await, 8940);
+    assert_eq!(payable(&app).await, 8940);
     assert_settled(&app, &s, HoldState::Posted).await;
     app.shutdown().await.unwrap();
 }
@@ -199,7 +175,7 @@ async fn a_failed_payout_voids_its_hold() {
     assert_eq!(s.state, PayoutState::Failed);
     // The channel's own word for it (the sandbox answers the submit with status FAIL).
     assert!(s.failure.is_some(), "{s:?}");
-    assert_eq!(balance(&app).await, 9940, "nothing left the balance");
+    assert_eq!(payable(&app).await, 9940, "nothing left the balance");
     assert_settled(&app, &s, HoldState::Voided).await;
     app.shutdown().await.unwrap();
 }
@@ -237,7 +213,7 @@ async fn large_payouts_wait_for_review() {
         .await
         .unwrap();
     waiting("p-review-1").await;
-    assert_eq!(balance(&app).await, 9940);
+    assert_eq!(payable(&app).await, 9940);
     let pending = app
         .store
         .account_balance(&accounting::merchant_payable(stack::MERCHANT))
@@ -289,7 +265,7 @@ async fn large_payouts_wait_for_review() {
         .await
         .unwrap();
     assert_eq!(approved.state, PayoutState::Succeeded);
-    assert_eq!(balance(&app).await, 6940);
+    assert_eq!(payable(&app).await, 6940);
 
     // Small payouts go straight through.
     let small = payout(&app, payout_request("p-small", "5.00")).await;
@@ -390,7 +366,6 @@ async fn recharges_fill_wallets_and_transfers_move_funds_or_change_nothing() {
         .unwrap();
     assert_eq!(back.state, RefundState::Succeeded);
     assert_eq!(wallet("alice").await, 0);
-    let tb = app.store.trial_balance().await.unwrap();
-    assert!(tb.values().all(|v| *v == 0), "trial balance {tb:?}");
+    assert_balanced(&app).await;
     app.shutdown().await.unwrap();
 }

@@ -17,18 +17,14 @@ use payflow_client::ids::{
     transfer_workflow_id,
 };
 use payflow_client::{
-    Currency, EventId, MerchantId, Money, NotifyState, OrderNo, PayState, PaymentRequest,
-    PayoutDecision, PayoutNo, PayoutRequest, PayoutState, ProductId, RefundKind, RefundNo,
-    RefundRequest, RefundState, Resolution, TransferNo, TransferRequest, TransferState, WalletId,
+    EventId, MerchantId, NotifyState, OrderNo, PayState, PaymentRequest, PayoutDecision, PayoutNo,
+    PayoutRequest, PayoutState, ProductId, RefundKind, RefundNo, RefundRequest, RefundState,
+    Resolution, TransferNo, TransferRequest, TransferState, WalletId,
 };
 use payflow_tests::histories::{self, RecordOptions, probe};
-use payflow_tests::{Db, Timing, eventually, payment_request, payment_where, spawn_app};
+use payflow_tests::{Db, Timing, cny, eventually, payment_request, payment_where, spawn_app};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn cny(s: &str) -> Money {
-    Money::parse(s, Currency::Cny).unwrap()
-}
 
 fn merchant() -> MerchantId {
     MerchantId::parse(stack::MERCHANT).unwrap()

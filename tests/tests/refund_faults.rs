@@ -8,16 +8,17 @@
 
 use std::time::Duration;
 
-use payflow::merchant_receiver::ReceivedCallback;
 use payflow::sandbox::alipay::SandboxRefundStatus;
 use payflow::stack::{self, Stack};
 use payflow_activities::accounting;
 use payflow_activities::store::holds::HoldState;
 use payflow_client::{
-    Currency, Money, OrderNo, PayState, RefundKind, RefundNo, RefundRequest, RefundState,
-    RefundStatus,
+    OrderNo, PayState, RefundKind, RefundNo, RefundRequest, RefundState, RefundStatus,
 };
-use payflow_tests::{Db, Timing, eventually, payment_request, payment_where, spawn_app};
+use payflow_tests::{
+    Db, Timing, accepted_count, assert_balanced, cny, eventually, payable, payable_pending_debits,
+    payment_request, payment_where, spawn_app,
+};
 use rust_decimal::Decimal;
 
 const REFUND: &str = "alipay.trade.refund";
@@ -25,10 +26,6 @@ const REFUND_QUERY: &str = "alipay.trade.fastpay.refund.query";
 /// Long enough for a lost activity attempt to time out (30 s) and be retried.
 const RESULT_DEADLINE: Duration = Duration::from_secs(120);
 const DEADLINE: Duration = Duration::from_secs(45);
-
-fn cny(s: &str) -> Money {
-    Money::parse(s, Currency::Cny).unwrap()
-}
 
 fn yuan(s: &str) -> Decimal {
     s.parse().unwrap()
@@ -79,26 +76,6 @@ async fn wait_calls(app: &Stack, method: &str, n: u32) {
     );
 }
 
-/// Posted balance of the merchant's payable account, in minor units.
-async fn payable(app: &Stack) -> i64 {
-    app.store
-        .account_balance(&accounting::merchant_payable(stack::MERCHANT))
-        .await
-        .unwrap()
-        .posted_net()
-        .minor_units()
-}
-
-/// What holds on the merchant's payable account still reserve, in minor units.
-async fn payable_pending_debits(app: &Stack) -> i64 {
-    app.store
-        .account_balance(&accounting::merchant_payable(stack::MERCHANT))
-        .await
-        .unwrap()
-        .debits_pending
-        .minor_units()
-}
-
 async fn hold_state(app: &Stack, refund_id: &str) -> Option<HoldState> {
     app.store
         .hold_state(&accounting::refund_hold_id(refund_id))
@@ -121,26 +98,6 @@ async fn entry_kinds(app: &Stack, order_id: &str) -> Vec<String> {
     kinds
 }
 
-async fn assert_balanced(app: &Stack) {
-    let tb = app.store.trial_balance().await.unwrap();
-    assert!(tb.values().all(|v| *v == 0), "trial balance {tb:?}");
-}
-
-/// Waits until the merchant accepted a callback of `event_type`; returns how many it accepted.
-async fn accepted(app: &Stack, event_type: &str) -> usize {
-    let count = |got: &[ReceivedCallback]| {
-        got.iter()
-            .filter(|c| c.answered == 200 && c.body["type"] == event_type)
-            .count()
-    };
-    let got = app
-        .merchant
-        .wait_for(DEADLINE, |got| count(got) >= 1)
-        .await
-        .unwrap_or_else(|| panic!("a {event_type} callback in time"));
-    count(&got)
-}
-
 /// The checks every succeeded refund must pass after a crash: one channel refund of the
 /// amount, the hold posted once (with its fee return), no hold left, books balanced.
 async fn assert_refunded_once(app: &Stack, order_id: &str, r: &RefundStatus, amount: &str) {
@@ -161,7 +118,7 @@ async fn assert_refunded_once(app: &Stack, order_id: &str, r: &RefundStatus, amo
     assert_eq!(stored.state, RefundState::Succeeded);
     assert_eq!(payable_pending_debits(app).await, 0, "no hold left behind");
     assert_balanced(app).await;
-    assert_eq!(accepted(app, "refund.succeeded").await, 1);
+    assert_eq!(accepted_count(app, "refund.succeeded", DEADLINE).await, 1);
 }
 
 /// (a) The worker dies while the channel refund call is in flight: the channel never answered
@@ -347,6 +304,6 @@ async fn killed_while_the_channel_declines_a_refund() {
     let order = app.store.order(&order_id).await.unwrap().unwrap();
     assert_eq!(order.state, PayState::Succeeded, "nothing refunded");
     assert_balanced(&app).await;
-    assert_eq!(accepted(&app, "refund.failed").await, 1);
+    assert_eq!(accepted_count(&app, "refund.failed", DEADLINE).await, 1);
     app.shutdown().await.unwrap();
 }

@@ -4,18 +4,16 @@
 
 use std::time::Duration;
 
-use payflow::merchant_receiver::ReceivedCallback;
 use payflow::stack::{self, Stack};
 use payflow_activities::accounting;
 use payflow_client::{
-    Currency, Money, OrderNo, PayState, PaymentRequest, PaymentStatus, RefundKind, RefundNo,
-    RefundRequest, RefundState, RefundStatus, Resolution,
+    OrderNo, PayState, PaymentRequest, PaymentStatus, RefundKind, RefundNo, RefundRequest,
+    RefundState, RefundStatus, Resolution,
 };
-use payflow_tests::{Db, Timing, eventually, payment_request, payment_where, spawn_app};
-
-fn cny(s: &str) -> Money {
-    Money::parse(s, Currency::Cny).unwrap()
-}
+use payflow_tests::{
+    Db, Timing, accepted_types, assert_balanced, cny, eventually, payable, payment_request,
+    payment_where, spawn_app,
+};
 
 fn refund_request(order_no: &str, refund_no: &str, amount: &str) -> RefundRequest {
     RefundRequest {
@@ -45,29 +43,6 @@ async fn refund(app: &Stack, order_no: &str, refund_no: &str, amount: &str) -> R
         .refund_result(&r.merchant_id, &r.merchant_refund_no)
         .await
         .unwrap()
-}
-
-/// Posted balance of the merchant's payable account, in minor units.
-async fn payable(app: &Stack) -> i64 {
-    let b = app
-        .store
-        .account_balance(&accounting::merchant_payable(stack::MERCHANT))
-        .await
-        .unwrap();
-    b.posted_net().minor_units()
-}
-
-/// Event types of the callbacks the merchant accepted.
-fn accepted_types(got: &[ReceivedCallback]) -> Vec<String> {
-    got.iter()
-        .filter(|c| c.answered == 200)
-        .filter_map(|c| c.body["type"].as_str().map(str::to_string))
-        .collect()
-}
-
-async fn assert_balanced(app: &Stack) {
-    let tb = app.store.trial_balance().await.unwrap();
-    assert!(tb.values().all(|v| *v == 0), "trial balance {tb:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
