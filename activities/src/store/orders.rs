@@ -3,8 +3,8 @@
 
 use payflow_client::{ChannelFailure, Currency, Money, PayState};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
 
 use super::{Store, StoreError, now_ms};
 use crate::accounting::Booking;
@@ -218,43 +218,10 @@ impl Store {
                     current.state
                 )));
             }
-            let now = now_ms();
-            let update = self.sql(
-                "UPDATE payment_orders SET state = ?, version = version + 1, updated_at_ms = ?, \
-                 channel_trade_no = COALESCE(?, channel_trade_no), \
-                 paid_amount_minor = COALESCE(?, paid_amount_minor), \
-                 failure_code = COALESCE(?, failure_code), \
-                 failure_message = COALESCE(?, failure_message) \
-                 WHERE order_id = ? AND state = ? AND version = ?",
-            );
-            let done = sqlx::query(&update)
-                .bind(to.as_str())
-                .bind(now)
-                .bind(patch.channel_trade_no.clone())
-                .bind(patch.paid_amount.map(|m| m.minor_units()))
-                .bind(patch.failure.as_ref().map(|f| f.code.clone()))
-                .bind(patch.failure.as_ref().map(|f| f.message.clone()))
-                .bind(order_id)
-                .bind(from.as_str())
-                .bind(current.version)
-                .execute(&mut *tx)
-                .await?;
-            if done.rows_affected() == 0 {
+            if !self.move_tx(&mut tx, &current, to, patch).await? {
                 tx.rollback().await?;
                 continue;
             }
-            let audit = self.sql(
-                "INSERT INTO order_transitions (order_id, from_state, to_state, version, at_ms) \
-                 VALUES (?, ?, ?, ?, ?)",
-            );
-            sqlx::query(&audit)
-                .bind(order_id)
-                .bind(from.as_str())
-                .bind(to.as_str())
-                .bind(current.version + 1)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
             if let Some(booking) = entry {
                 self.book_tx(&mut tx, booking).await?;
             }
@@ -264,6 +231,54 @@ impl Store {
                 .await?
                 .ok_or_else(|| StoreError::NotFound(order_id.to_string()));
         }
+    }
+
+    /// The compare-and-set itself, inside `tx`: moves `current` (as read) to `to` with `patch`
+    /// and appends the audit row. `false` when someone else moved the order since it was read.
+    pub(crate) async fn move_tx(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        current: &Order,
+        to: PayState,
+        patch: &OrderPatch,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let update = self.sql(
+            "UPDATE payment_orders SET state = ?, version = version + 1, updated_at_ms = ?, \
+             channel_trade_no = COALESCE(?, channel_trade_no), \
+             paid_amount_minor = COALESCE(?, paid_amount_minor), \
+             failure_code = COALESCE(?, failure_code), \
+             failure_message = COALESCE(?, failure_message) \
+             WHERE order_id = ? AND state = ? AND version = ?",
+        );
+        let done = sqlx::query(&update)
+            .bind(to.as_str())
+            .bind(now)
+            .bind(patch.channel_trade_no.clone())
+            .bind(patch.paid_amount.map(|m| m.minor_units()))
+            .bind(patch.failure.as_ref().map(|f| f.code.clone()))
+            .bind(patch.failure.as_ref().map(|f| f.message.clone()))
+            .bind(&current.order_id)
+            .bind(current.state.as_str())
+            .bind(current.version)
+            .execute(&mut **tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let audit = self.sql(
+            "INSERT INTO order_transitions (order_id, from_state, to_state, version, at_ms) \
+             VALUES (?, ?, ?, ?, ?)",
+        );
+        sqlx::query(&audit)
+            .bind(&current.order_id)
+            .bind(current.state.as_str())
+            .bind(to.as_str())
+            .bind(current.version + 1)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        Ok(true)
     }
 
     /// A merchant's recent live orders in one currency (risk pre-check): the 24-hour amount

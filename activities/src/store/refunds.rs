@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::orders::Order;
+use super::orders::{Order, OrderPatch};
 use super::{Store, StoreError, now_ms};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -420,7 +420,16 @@ impl Store {
         if let Some(to) = to
             && to != order.state
         {
-            self.move_order_tx(&mut tx, &order, to).await?;
+            // The order is locked: losing the compare-and-set here would be a bug.
+            if !self
+                .move_tx(&mut tx, &order, to, &OrderPatch::default())
+                .await?
+            {
+                return Err(StoreError::Conflict(format!(
+                    "order {} moved while it was locked",
+                    order.order_id
+                )));
+            }
         }
         tx.commit().await?;
         self.refund(refund_id)
@@ -490,47 +499,6 @@ impl Store {
             .bind(failure.map(|f| f.message.clone()))
             .bind(now_ms())
             .bind(refund_id)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
-    }
-
-    /// Moves a locked order inside `tx` and records the audit row.
-    async fn move_order_tx(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        order: &Order,
-        to: PayState,
-    ) -> Result<(), StoreError> {
-        let now = now_ms();
-        let q = self.sql(
-            "UPDATE payment_orders SET state = ?, version = version + 1, updated_at_ms = ? \
-             WHERE order_id = ? AND state = ? AND version = ?",
-        );
-        let done = sqlx::query(&q)
-            .bind(to.as_str())
-            .bind(now)
-            .bind(&order.order_id)
-            .bind(order.state.as_str())
-            .bind(order.version)
-            .execute(&mut **tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!(
-                "order {} moved while it was locked",
-                order.order_id
-            )));
-        }
-        let audit = self.sql(
-            "INSERT INTO order_transitions (order_id, from_state, to_state, version, at_ms) \
-             VALUES (?, ?, ?, ?, ?)",
-        );
-        sqlx::query(&audit)
-            .bind(&order.order_id)
-            .bind(order.state.as_str())
-            .bind(to.as_str())
-            .bind(order.version + 1)
-            .bind(now)
             .execute(&mut **tx)
             .await?;
         Ok(())
