@@ -50,6 +50,9 @@ pub mod task_queues {
     pub const PAYMENTS: &str = "payflow-payments";
     pub const NOTIFY_REALTIME: &str = "payflow-notify-realtime";
     pub const NOTIFY_BATCH: &str = "payflow-notify-batch";
+    /// Deliveries whose first attempt failed or had to wait for the merchant continue here,
+    /// with their own worker slots, so waiting for a bad merchant never delays first attempts.
+    pub const NOTIFY_RETRY: &str = "payflow-notify-retry";
 }
 
 macro_rules! workflow_def {

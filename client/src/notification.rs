@@ -43,6 +43,13 @@ pub struct NotificationResume {
     pub event_time_ms: i64,
     /// Runs before this one.
     pub runs: u32,
+    /// Wait this long before the run's first attempt (a run moved to the retry queue starts
+    /// with the wait its predecessor was about to begin). `retry_now` skips it.
+    #[serde(default)]
+    pub wait_ms: u64,
+    /// Consecutive deferrals so far (the merchant busy or its breaker open), for the backoff.
+    #[serde(default)]
+    pub deferrals: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

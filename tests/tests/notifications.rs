@@ -5,10 +5,13 @@ use std::time::Duration;
 
 use payflow::cli_notify::{NotifyCommand, TemporalArgs};
 use payflow::stack::{self, Stack};
+use payflow_client::definitions::{NotificationWorkflow, task_queues};
+use payflow_client::ids::notification_workflow_id;
 use payflow_client::{
     EventId, MerchantId, NotificationRequest, NotificationStatus, NotifyState, Priority,
 };
 use payflow_tests::{Db, Timing, eventually, spawn_app, spawn_app_with};
+use temporalio_client::{WorkflowDescribeOptions, WorkflowExecutionStatus};
 
 fn event(merchant: &str, id: &str) -> NotificationRequest {
     NotificationRequest {
@@ -67,6 +70,32 @@ async fn a_merchant_down_for_three_attempts_gets_the_fourth() {
         got.iter()
             .all(|c| c.webhook_id == "e-down-3" && c.signature_valid)
     );
+    // The first attempt ran on the event's own queue; after it failed the delivery continued
+    // on the retry queue, carrying its attempts (one more run, same workflow id).
+    assert!(s.runs >= 1, "continued on the retry queue: {s:?}");
+    let id = notification_workflow_id(&req.merchant_id, &req.event_id);
+    let current = app
+        .payflow
+        .temporal()
+        .get_workflow_handle::<NotificationWorkflow>(id.to_string())
+        .describe(WorkflowDescribeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(current.task_queue(), task_queues::NOTIFY_RETRY);
+    let first = eventually(Duration::from_secs(10), "first run listed", || async {
+        use futures::StreamExt;
+        let runs: Vec<_> = app
+            .payflow
+            .temporal()
+            .list_workflows(format!("WorkflowId = '{id}'"), Default::default())
+            .filter_map(|r| async move { r.ok() })
+            .collect()
+            .await;
+        runs.into_iter()
+            .find(|w| w.status() == WorkflowExecutionStatus::ContinuedAsNew)
+    })
+    .await;
+    assert_eq!(first.task_queue(), task_queues::NOTIFY_BATCH);
     app.shutdown().await.unwrap();
 }
 

@@ -609,28 +609,52 @@ async fn phase(
     })
 }
 
-/// Sums the history lengths of the phase's workflows, healthy and hanging apart: a
-/// Notification that delivers at once has a short history; every deferral (gate busy or
-/// breaker open) adds a timer, two workflow tasks and an activity to it.
+/// Sums the history lengths of the phase's workflows, healthy and hanging apart, over all
+/// their runs: a Notification that delivers at once has one short run; one that has to wait
+/// continues on the retry queue, and every deferral there adds a timer, two workflow tasks
+/// and an activity.
 async fn history_lengths(payflow: &Payflow, sent: &[Sent]) -> (usize, usize, usize, usize) {
     use futures::StreamExt;
     use payflow_client::definitions::NotificationWorkflow;
     use payflow_client::ids::notification_workflow_id;
-    use temporalio_client::WorkflowDescribeOptions;
-    let lengths: Vec<(bool, Option<usize>)> = futures::stream::iter(sent.iter())
-        .map(|s| async move {
+    use temporalio_client::{
+        WorkflowDescribeOptions, WorkflowExecutionStatus, WorkflowListOptions,
+    };
+    let length = |s: &Sent| {
+        let (merchant, event) = (s.merchant.clone(), s.event.clone());
+        async move {
             let id = notification_workflow_id(
-                &MerchantId::parse(&s.merchant).expect("bench merchant id"),
-                &EventId::parse(&s.event).expect("bench event id"),
+                &MerchantId::parse(&merchant).expect("bench merchant id"),
+                &EventId::parse(&event).expect("bench event id"),
             );
-            let len = payflow
-                .temporal()
-                .get_workflow_handle::<NotificationWorkflow>(id)
+            let temporal = payflow.temporal();
+            let current = temporal
+                .get_workflow_handle::<NotificationWorkflow>(id.to_string())
                 .describe(WorkflowDescribeOptions::default())
                 .await
                 .ok()
-                .map(|d| d.history_length());
-            (s.healthy, len)
+                .map(|d| d.history_length())?;
+            // Earlier runs, closed by continue-as-new (visibility has their final length).
+            let earlier: i64 = temporal
+                .list_workflows(
+                    format!("WorkflowId = '{id}'"),
+                    WorkflowListOptions::default(),
+                )
+                .filter_map(|r| async move { r.ok() })
+                .filter(|w| {
+                    std::future::ready(w.status() == WorkflowExecutionStatus::ContinuedAsNew)
+                })
+                .map(|w| w.history_length())
+                .fold(0, |a, b| async move { a + b })
+                .await;
+            Some(current + earlier as usize)
+        }
+    };
+    let lengths: Vec<(bool, Option<usize>)> = futures::stream::iter(sent.iter())
+        .map(|s| {
+            let healthy = s.healthy;
+            let len = length(s);
+            async move { (healthy, len.await) }
         })
         .buffer_unordered(8)
         .collect()

@@ -324,6 +324,7 @@ impl App {
             task_queues::PAYMENTS,
             task_queues::NOTIFY_REALTIME,
             task_queues::NOTIFY_BATCH,
+            task_queues::NOTIFY_RETRY,
         ] {
             let w = Worker::new(&runtime, self.client.clone(), make(queue)?)
                 .map_err(|e| StartupError::Worker(e.to_string()))?;

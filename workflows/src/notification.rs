@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use payflow_activities::notification::{Deliver, DeliverOutcome, NotifyActivities};
-use payflow_client::definitions::{names, search_attributes as sa};
+use payflow_client::definitions::{names, search_attributes as sa, task_queues};
 use payflow_client::{NotificationRequest, NotificationResume, NotificationStatus, NotifyState};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
@@ -60,31 +60,26 @@ impl Notification {
             request.event_type, request.merchant_id
         ));
         let resume = request.resume.clone();
-        let event_time_ms = resume
-            .as_ref()
-            .map_or_else(|| now_ms(ctx.workflow_time()), |r| r.event_time_ms);
-        // Attempts within the current cycle (a resend starts a new cycle).
-        let mut in_cycle = resume.as_ref().map_or(0, |r| r.in_cycle as usize);
+        let mut run = Carry {
+            event_time_ms: resume
+                .as_ref()
+                .map_or_else(|| now_ms(ctx.workflow_time()), |r| r.event_time_ms),
+            in_cycle: resume.as_ref().map_or(0, |r| r.in_cycle),
+            deferrals: resume.as_ref().map_or(0, |r| r.deferrals),
+        };
+        // A run moved to the retry queue begins with the wait its predecessor was about to start.
+        if let Some(wait) = resume.as_ref().map(|r| r.wait_ms).filter(|ms| *ms > 0) {
+            Self::set_state(ctx, NotifyState::Retrying);
+            Self::wait_or_retry_now(ctx, Duration::from_millis(wait)).await;
+        }
         // Known after the first attempt (the activity reports the configured limit).
         let mut continue_after: Option<u32> = None;
-        // Consecutive deferrals (the merchant busy or its breaker open), for the backoff.
-        let mut deferrals = 0u32;
         loop {
             // Between attempts nothing is in flight: the one safe point to start a new run
             // with a short history, carrying what this run did.
             let long = continue_after.is_some_and(|limit| ctx.history_length() >= limit);
             if long || ctx.continue_as_new_suggested() {
-                let (attempts, runs) = ctx.state(|s| (s.status.attempts.clone(), s.status.runs));
-                let next = NotificationRequest {
-                    resume: Some(NotificationResume {
-                        attempts,
-                        in_cycle: in_cycle as u32,
-                        event_time_ms,
-                        runs: runs + 1,
-                    }),
-                    ..request.clone()
-                };
-                ctx.continue_as_new(next, ContinueAsNewOptions::default())?;
+                Self::continue_as_new(ctx, &request, run, 0, None)?;
             }
             Self::set_state(ctx, NotifyState::Delivering);
             let number = ctx.state(|s| s.status.attempts.len() as u32) + 1;
@@ -94,7 +89,7 @@ impl Notification {
                     Deliver {
                         request: request.clone(),
                         attempt: number,
-                        event_time_ms,
+                        event_time_ms: run.event_time_ms,
                     },
                     side_effect(format!("deliver {} attempt {number}", request.event_type)),
                 )
@@ -106,7 +101,7 @@ impl Notification {
                     continue_after_events,
                 } => {
                     continue_after = Some(continue_after_events);
-                    deferrals = 0;
+                    run.deferrals = 0;
                     let delivered = attempt.delivered;
                     ctx.state_mut(|s| s.status.attempts.push(attempt));
                     if delivered {
@@ -128,13 +123,16 @@ impl Notification {
                     // the workflow context, so a crowd of waiting events spreads out.
                     let backoff = retry_after_ms
                         .max(1)
-                        .saturating_mul(1 << deferrals.min(5))
+                        .saturating_mul(1 << run.deferrals.min(5))
                         .min(MAX_DEFERRAL_MS);
-                    deferrals += 1;
+                    run.deferrals += 1;
                     // 0..=255 from the uuid's first byte: up to half the backoff again.
                     let byte = u64::from_str_radix(&ctx.uuid4()[..2], 16).unwrap_or(0);
                     let jitter = byte * backoff / 512;
                     let wait = Duration::from_millis(backoff + jitter).min(MAX_DELAY);
+                    if Self::moves_to_retry_queue(ctx) {
+                        Self::continue_as_new(ctx, &request, run, wait.as_millis() as u64, RETRY)?;
+                    }
                     ctx.timer(wait).await;
                     continue;
                 }
@@ -142,24 +140,23 @@ impl Notification {
                     // Nothing can be sent now: park until an operator resends.
                     Self::set_state(ctx, NotifyState::Held);
                     Self::wait_for_resend(ctx).await?;
-                    in_cycle = 0;
+                    run.in_cycle = 0;
                     continue;
                 }
             };
-            match next_delay(&schedule, in_cycle) {
+            match next_delay(&schedule, run.in_cycle as usize) {
                 Some(delay) => {
-                    in_cycle += 1;
+                    run.in_cycle += 1;
                     Self::set_state(ctx, NotifyState::Retrying);
-                    let seen = ctx.state(|s| s.retry_nows);
-                    temporalio_sdk::workflows::select! {
-                        _ = ctx.timer(delay) => {}
-                        _ = ctx.wait_condition(move |s: &Self| s.retry_nows > seen) => {}
-                    };
+                    if Self::moves_to_retry_queue(ctx) {
+                        Self::continue_as_new(ctx, &request, run, delay.as_millis() as u64, RETRY)?;
+                    }
+                    Self::wait_or_retry_now(ctx, delay).await;
                 }
                 None => {
                     Self::set_state(ctx, NotifyState::Exhausted);
                     Self::wait_for_resend(ctx).await?;
-                    in_cycle = 0;
+                    run.in_cycle = 0;
                 }
             }
         }
@@ -195,12 +192,72 @@ impl Notification {
         }
     }
 
+    /// Waits `delay`, or less when an operator sends `retry_now` meanwhile.
+    async fn wait_or_retry_now(ctx: &mut WorkflowContext<Self>, delay: Duration) {
+        let seen = ctx.state(|s| s.retry_nows);
+        temporalio_sdk::workflows::select! {
+            _ = ctx.timer(delay) => {}
+            _ = ctx.wait_condition(move |s: &Self| s.retry_nows > seen) => {}
+        };
+    }
+
+    /// Whether a delivery that must wait leaves its first queue for the retry queue. Runs
+    /// recorded before the retry queue existed wait where they are (the patch keeps them
+    /// replaying); runs already on the retry queue stay.
+    fn moves_to_retry_queue(ctx: &WorkflowContext<Self>) -> bool {
+        ctx.task_queue() != task_queues::NOTIFY_RETRY && ctx.patched(RETRY_QUEUE_PATCH)
+    }
+
+    /// Ends this run; the next starts (on `task_queue`, or this one) with what this one did
+    /// and waits `wait_ms` before its first attempt.
+    fn continue_as_new(
+        ctx: &WorkflowContext<Self>,
+        request: &NotificationRequest,
+        run: Carry,
+        wait_ms: u64,
+        task_queue: Option<&str>,
+    ) -> WorkflowResult<()> {
+        let (attempts, runs) = ctx.state(|s| (s.status.attempts.clone(), s.status.runs));
+        let next = NotificationRequest {
+            resume: Some(NotificationResume {
+                attempts,
+                in_cycle: run.in_cycle,
+                event_time_ms: run.event_time_ms,
+                runs: runs + 1,
+                wait_ms,
+                deferrals: run.deferrals,
+            }),
+            ..request.clone()
+        };
+        let mut options = ContinueAsNewOptions::default();
+        options.task_queue = task_queue.map(str::to_string);
+        ctx.continue_as_new(next, options)?;
+        Ok(())
+    }
+
     async fn wait_for_resend(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<()> {
         let seen = ctx.state(|s| s.resends);
         ctx.wait_condition(move |s: &Self| s.resends > seen).await?;
         Ok(())
     }
 }
+
+/// What a run carries over to the next one besides the attempts.
+#[derive(Debug, Clone, Copy)]
+struct Carry {
+    /// The event's time: every attempt of every run sends the same body.
+    event_time_ms: i64,
+    /// Attempts within the current cycle (a resend starts a new cycle).
+    in_cycle: u32,
+    /// Consecutive deferrals (the merchant busy or its breaker open), for the backoff.
+    deferrals: u32,
+}
+
+/// Where waiting deliveries continue.
+const RETRY: Option<&str> = Some(task_queues::NOTIFY_RETRY);
+
+/// Marks runs that move to the retry queue (see [`Notification::moves_to_retry_queue`]).
+const RETRY_QUEUE_PATCH: &str = "notify-retry-queue";
 
 /// Longest wait between two tries of a deferred delivery.
 const MAX_DEFERRAL_MS: u64 = 30_000;
