@@ -8,8 +8,19 @@ cd "$(dirname "$0")/.."
 
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 if [ "${CI:-}" = "true" ]; then
-  # CI must exercise PostgreSQL, not skip it.
+  # CI must exercise PostgreSQL and the browser check of the UI, not skip them.
   export PAYFLOW_REQUIRE_POSTGRES=1
+  export PAYFLOW_REQUIRE_BROWSER=1
+fi
+
+# Headless Chromium for the UI check (tests/tests/browser.rs), from Debian's packages when
+# missing; elsewhere that test is skipped when it cannot be installed.
+if ! bash scripts/install-browser.sh; then
+  if [ "${CI:-}" = "true" ]; then
+    echo "== CI needs Chromium for the browser check of the Temporal UI" >&2
+    exit 1
+  fi
+  echo "== no Chromium: the browser check of the Temporal UI will be skipped" >&2
 fi
 
 # Start the machine's local PostgreSQL if it is installed but down.

@@ -26,6 +26,8 @@ use payflow_client::{
 const NAMESPACES: usize = 48;
 
 static SERVER: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+/// The dev server's UI port: `None` (headless) unless [`enable_ui`] ran before it started.
+static UI_PORT: OnceLock<Option<u16>> = OnceLock::new();
 static NEXT_NAMESPACE: AtomicUsize = AtomicUsize::new(0);
 
 /// Which database a test runs on.
@@ -33,6 +35,16 @@ static NEXT_NAMESPACE: AtomicUsize = AtomicUsize::new(0);
 pub enum Db {
     Sqlite,
     Postgres,
+}
+
+/// Serves the Temporal UI from this test binary's dev server and returns its base URL
+/// (`http://127.0.0.1:{port}`). Call it before the first [`spawn_app`] or [`dev_server`]: the
+/// server is started once per binary, headless unless this ran first.
+pub fn enable_ui() -> String {
+    let port = UI_PORT
+        .get_or_init(|| Some(free_port().expect("free port")))
+        .expect("the dev server already started headless: call enable_ui() before spawn_app");
+    format!("http://127.0.0.1:{port}")
 }
 
 /// Starts the dev server once per test binary and returns its address.
@@ -47,7 +59,7 @@ pub async fn dev_server() -> &'static str {
             let opts = DevServerOptions {
                 ip: "127.0.0.1".into(),
                 port,
-                ui_port: None,
+                ui_port: *UI_PORT.get_or_init(|| None),
                 db_file: Some(dir.join("temporal.db")),
                 log_level: "error".into(),
                 extra_namespaces: (0..NAMESPACES).map(|i| format!("t{i}")).collect(),
