@@ -8,6 +8,7 @@
 //! - `crypto/`: RSA2 and Standard Webhooks signatures;
 //! - `merchants`, `routing`, `risk`, `health`: configured merchants, products, risk limits and
 //!   channel health;
+//! - `metrics`: business metrics (payments, callbacks, channel calls, ledger) for Prometheus;
 //! - `payment`, `refund`, `transfer`, `payout`, `notification`: the Temporal activities
 //!   workflows call.
 
@@ -18,10 +19,12 @@ pub mod health;
 pub mod ledger_read;
 pub mod merchant_gate;
 pub mod merchants;
+pub mod metrics;
 pub mod notification;
 pub mod notify;
 pub mod payment;
 pub mod payout;
+pub mod recon;
 pub mod refund;
 pub mod risk;
 pub mod routing;

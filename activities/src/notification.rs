@@ -9,6 +9,7 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use crate::merchants::MerchantStatus;
+use crate::metrics::NotifyOutcome;
 use crate::notify::Callback;
 use crate::services::SharedServices;
 
@@ -101,6 +102,8 @@ impl NotifyActivities {
         let pass = match s.gate.enter(req.merchant_id.as_str()) {
             Ok(pass) => pass,
             Err(deferral) => {
+                s.metrics
+                    .notification(req.merchant_id.as_str(), NotifyOutcome::Deferred, None);
                 return Ok(DeliverOutcome::Deferred {
                     retry_after_ms: deferral.wait().as_millis() as u64,
                     continue_after_events: s.notify_continue_after_events,
@@ -129,6 +132,15 @@ impl NotifyActivities {
         }
         let attempt = delivery.attempt;
         pass.finish(attempt.delivered);
+        s.metrics.notification(
+            req.merchant_id.as_str(),
+            if attempt.delivered {
+                NotifyOutcome::Delivered
+            } else {
+                NotifyOutcome::Failed
+            },
+            Some(std::time::Duration::from_millis(attempt.latency_ms)),
+        );
         Ok(DeliverOutcome::Attempted {
             attempt,
             retry_schedule_ms: s.notify_schedule_ms.clone(),

@@ -89,12 +89,14 @@ pub(crate) fn store_err(e: StoreError) -> ActivityError {
     }
 }
 
-/// The configured channel by name; an unknown one is a configuration error, not worth retrying.
+/// The configured channel by name, its calls measured (`Services::metrics`); an unknown one
+/// is a configuration error, not worth retrying.
 pub(crate) fn channel(services: &Services, name: &str) -> Result<Arc<dyn Channel>, ActivityError> {
     services
         .channels
         .get(name)
         .cloned()
+        .map(|c| services.metrics.measure_channel(c))
         .ok_or_else(|| fatal(format!("channel {name} not configured")))
 }
 

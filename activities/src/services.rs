@@ -71,11 +71,21 @@ pub struct Services {
     pub notify_schedule_ms: Vec<u64>,
     /// A Notification workflow continues as new past this many history events.
     pub notify_continue_after_events: u32,
+    /// Business metrics (disabled unless the worker exports metrics); see
+    /// [`Services::with_metrics`].
+    pub metrics: crate::metrics::Metrics,
 }
 
 pub type SharedServices = Arc<Services>;
 
 impl Services {
+    /// Records business metrics through `metrics`, here and in the store.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Services {
+        self.store.set_metrics(metrics.clone());
+        self.metrics = metrics;
+        self
+    }
+
     pub fn notify_url_for(&self, channel: &str) -> String {
         let base = self.ingress_base_url.as_str().trim_end_matches('/');
         format!("{base}/channels/{channel}/notify")

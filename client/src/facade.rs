@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 
+use crate::codec::EncryptionCodec;
 use crate::definitions::{
     ClosePayment, LedgerReadWorkflow, NotificationStatusQuery, NotificationWorkflow,
     PaymentStatusQuery, PaymentWorkflow, PayoutStatusQuery, PayoutWorkflow, PrepayUpdate,
@@ -56,11 +57,42 @@ pub enum PayflowError {
 #[derive(Clone)]
 pub struct Payflow {
     client: Client,
+    /// Whether workflows are started with a readable summary (see [`Payflow::redact_summaries`]).
+    summaries: bool,
+}
+
+/// How [`Payflow::connect_with`] connects.
+#[derive(Debug, Clone, Default)]
+pub struct PayflowOptions {
+    /// Encrypts every payload this client writes to Temporal (inputs, signals, updates, query
+    /// arguments) and decrypts what it reads (results, query answers). Give it the worker's
+    /// keyring: at least every key the payloads it reads were encrypted under.
+    pub codec: Option<EncryptionCodec>,
+}
+
+impl PayflowOptions {
+    /// With payload encryption by `codec`.
+    pub fn codec(mut self, codec: EncryptionCodec) -> Self {
+        self.codec = Some(codec);
+        self
+    }
 }
 
 impl Payflow {
-    /// Connects to the Temporal frontend at `address` (e.g. `http://127.0.0.1:7233`).
+    /// Connects to the Temporal frontend at `address` (e.g. `http://127.0.0.1:7233`), without
+    /// payload encryption.
     pub async fn connect(address: &str, namespace: &str) -> Result<Self, PayflowError> {
+        Self::connect_with(address, namespace, PayflowOptions::default()).await
+    }
+
+    /// Connects with `options`, e.g. the payload codec of a deployment that encrypts Temporal
+    /// history (`PayflowOptions::default().codec(codec)`). With a codec, workflows are started
+    /// without a readable summary ([`Payflow::redact_summaries`]).
+    pub async fn connect_with(
+        address: &str,
+        namespace: &str,
+        options: PayflowOptions,
+    ) -> Result<Self, PayflowError> {
         let connect_err = |message: String| PayflowError::Connect {
             address: address.to_string(),
             message,
@@ -73,13 +105,41 @@ impl Payflow {
         )
         .await
         .map_err(|e| connect_err(e.to_string()))?;
-        let client = Client::new(conn, ClientOptions::new(namespace).build())
-            .map_err(|e| connect_err(e.to_string()))?;
-        Ok(Payflow { client })
+        let client_options = match &options.codec {
+            Some(codec) => ClientOptions::new(namespace)
+                .data_converter(codec.data_converter())
+                .build(),
+            None => ClientOptions::new(namespace).build(),
+        };
+        let client = Client::new(conn, client_options).map_err(|e| connect_err(e.to_string()))?;
+        let payflow = Payflow::from_client(client);
+        Ok(match options.codec {
+            Some(_) => payflow.redact_summaries(),
+            None => payflow,
+        })
     }
 
+    /// Over a client connected elsewhere (its data converter, with or without a codec, is
+    /// used as it is). Call [`Payflow::redact_summaries`] when that client encrypts payloads.
     pub fn from_client(client: Client) -> Self {
-        Payflow { client }
+        Payflow {
+            client,
+            summaries: true,
+        }
+    }
+
+    /// Starts workflows without the one-line summary shown in the Temporal UI. The SDK sends
+    /// the summary of a workflow start unencoded, so with payload encryption it would be the
+    /// one readable copy of amounts, order numbers and accounts in history; workflows still
+    /// describe themselves through their (encrypted) details and `status` query.
+    pub fn redact_summaries(mut self) -> Self {
+        self.summaries = false;
+        self
+    }
+
+    /// `text` as a start summary, unless summaries are redacted.
+    fn summary(&self, text: impl FnOnce() -> String) -> Option<String> {
+        self.summaries.then(text)
     }
 
     pub fn temporal(&self) -> &Client {
@@ -105,10 +165,12 @@ impl Payflow {
         // Only a run that failed (a request refused before anything was created) may be
         // replaced by a corrected request.
         .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicateFailedOnly)
-        .static_summary(format!(
-            "pay {} {} order {}",
-            req.merchant_id, req.amount, req.merchant_order_no
-        ))
+        .maybe_static_summary(self.summary(|| {
+            format!(
+                "pay {} {} order {}",
+                req.merchant_id, req.amount, req.merchant_order_no
+            )
+        }))
         .build();
         // Under load the server may abort an in-flight update or refuse more than its limit
         // of concurrent updates per workflow ("try again"); asking again is safe because the
@@ -219,10 +281,12 @@ impl Payflow {
         // Only payflow itself refunds late or exception payments.
         req.kind = RefundKind::Merchant;
         let id = refund_workflow_id(&req.merchant_id, &req.merchant_refund_no);
-        let summary = format!(
-            "refund {} {} of order {}",
-            req.merchant_id, req.amount, req.merchant_order_no
-        );
+        let summary = self.summary(|| {
+            format!(
+                "refund {} {} of order {}",
+                req.merchant_id, req.amount, req.merchant_order_no
+            )
+        });
         self.start_once(RefundWorkflow, req, task_queues::PAYMENTS, id, summary)
             .await
     }
@@ -258,7 +322,7 @@ impl Payflow {
             Priority::Realtime => task_queues::NOTIFY_REALTIME,
             Priority::Batch => task_queues::NOTIFY_BATCH,
         };
-        let summary = format!("{} to {}", req.event_type, req.merchant_id);
+        let summary = self.summary(|| format!("{} to {}", req.event_type, req.merchant_id));
         self.start_once(NotificationWorkflow, req, queue, id, summary)
             .await
     }
@@ -267,7 +331,8 @@ impl Payflow {
     /// the outcome with [`Payflow::transfer_result`].
     pub async fn transfer(&self, req: TransferRequest) -> Result<(), PayflowError> {
         let id = transfer_workflow_id(&req.transfer_no);
-        let summary = format!("transfer {} from {} to {}", req.amount, req.from, req.to);
+        let summary =
+            self.summary(|| format!("transfer {} from {} to {}", req.amount, req.from, req.to));
         self.start_once(TransferWorkflow, req, task_queues::PAYMENTS, id, summary)
             .await
     }
@@ -284,10 +349,12 @@ impl Payflow {
     /// payout no never pays twice). Returns at once.
     pub async fn payout(&self, req: PayoutRequest) -> Result<(), PayflowError> {
         let id = payout_workflow_id(&req.merchant_id, &req.payout_no);
-        let summary = format!(
-            "payout {} for {} to {}",
-            req.amount, req.merchant_id, req.channel
-        );
+        let summary = self.summary(|| {
+            format!(
+                "payout {} for {} to {}",
+                req.amount, req.merchant_id, req.channel
+            )
+        });
         // Payouts are batch work: they must never compete with checkouts for worker slots.
         self.start_once(PayoutWorkflow, req, task_queues::PAYMENTS, id, summary)
             .await
@@ -373,7 +440,7 @@ impl Payflow {
     async fn read_ledger(&self, req: LedgerRequest) -> Result<LedgerAnswer, PayflowError> {
         let id = format!("ledger-read/{}", uuid::Uuid::new_v4().simple());
         let options = WorkflowStartOptions::new(task_queues::PAYMENTS, id.clone())
-            .static_summary("ledger read".to_string())
+            .maybe_static_summary(self.summary(|| "ledger read".to_string()))
             .build();
         let handle = self
             .client
@@ -394,7 +461,7 @@ impl Payflow {
         input: W::Input,
         queue: &str,
         id: String,
-        summary: String,
+        summary: Option<String>,
     ) -> Result<(), PayflowError>
     where
         W: HasWorkflowDefinition,
@@ -403,7 +470,7 @@ impl Payflow {
         let options = WorkflowStartOptions::new(queue, id)
             .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
             .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-            .static_summary(summary)
+            .maybe_static_summary(summary)
             .build();
         match self.client.start_workflow(workflow, input, options).await {
             Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(()),

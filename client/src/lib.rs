@@ -6,8 +6,9 @@
 //!
 //! Layout: `money` (Money, Currency), `ids` (MerchantId, OrderNo, workflow ids), `payment`,
 //! `refund`, `transfer` and `notification` (request/status types), `definitions` (names, task queues, typed
-//! workflow/signal/query/update markers), `facade` (`Payflow`).
+//! workflow/signal/query/update markers), `facade` (`Payflow`), `codec` (payload encryption).
 
+pub mod codec;
 pub mod definitions;
 pub mod facade;
 pub mod ids;
@@ -18,7 +19,8 @@ pub mod payment;
 pub mod refund;
 pub mod transfer;
 
-pub use facade::{Payflow, PayflowError};
+pub use codec::{CodecError, EncryptionCodec, EncryptionKey};
+pub use facade::{Payflow, PayflowError, PayflowOptions};
 pub use ids::{
     EventId, IdError, MerchantId, OrderNo, PayoutNo, ProductId, RefundNo, TransferNo, WalletId,
 };

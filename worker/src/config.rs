@@ -58,6 +58,9 @@ pub struct Config {
     /// Products: what merchants sell through which channel.
     #[serde(default)]
     pub products: Vec<ProductConfig>,
+    /// Encryption of the payloads payflow writes into Temporal history; off when absent.
+    #[serde(default)]
+    pub codec: Option<CodecConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -119,7 +122,8 @@ pub enum LogFormat {
 pub struct TelemetryConfig {
     #[serde(default)]
     pub log_format: LogFormat,
-    /// Serve the Temporal SDK's Prometheus metrics here when set.
+    /// Serve Prometheus metrics (`GET /metrics`) here when set: the Temporal SDK's
+    /// (`temporal_*`) and payflow's business metrics (`payflow_*`).
     pub metrics_listen: Option<SocketAddr>,
 }
 
@@ -226,6 +230,135 @@ fn default_total_timeout() -> u64 {
     10_000
 }
 
+/// `[codec]`: payload encryption (AES-256-GCM) of what payflow writes into Temporal history.
+/// The workers, every client and the codec server of a deployment share these keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodecConfig {
+    /// The key new payloads are encrypted under.
+    pub current_key_id: String,
+    /// Every key history may still hold payloads of: the current one and the keys it
+    /// replaced, kept until no open workflow or retained history uses them.
+    pub keys: Vec<CodecKeyConfig>,
+    /// `payflow codec-server`: the Temporal UI's and CLI's remote decoder.
+    pub server: Option<CodecServerConfig>,
+}
+
+/// One key: 32 bytes as base64, in a file (`key_file`, relative to the config file) or an
+/// environment variable (`key_env`). Never inline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodecKeyConfig {
+    pub id: String,
+    pub key_file: Option<PathBuf>,
+    pub key_env: Option<String>,
+}
+
+/// `[codec.server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodecServerConfig {
+    /// Where `payflow codec-server` listens.
+    #[serde(default = "default_codec_listen")]
+    pub listen: SocketAddr,
+    /// The token operators present as `Authorization: Bearer <token>` (at least 16
+    /// characters); anything else is refused with 401.
+    pub auth_token: SecretRef,
+    /// Browser origins allowed to call the server (the Temporal UI, e.g.
+    /// `http://localhost:8233`); none by default (CLI use only).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+fn default_codec_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8089))
+}
+
+impl CodecKeyConfig {
+    fn secret(&self) -> Option<SecretRef> {
+        match (&self.key_file, &self.key_env) {
+            (Some(p), None) => Some(SecretRef::File(p.clone())),
+            (None, Some(v)) => Some(SecretRef::Env(v.clone())),
+            _ => None,
+        }
+    }
+}
+
+impl CodecConfig {
+    /// Reads the keys and builds the codec. Errors name the key, never its content.
+    pub fn load(&self) -> Result<payflow_client::EncryptionCodec, ConfigError> {
+        let mut keys = Vec::with_capacity(self.keys.len());
+        for (i, k) in self.keys.iter().enumerate() {
+            let name = format!("codec.keys[{i}]");
+            let Some(secret) = k.secret() else {
+                return Err(key_err(name, "needs exactly one of key_file or key_env"));
+            };
+            let text = secret.load(&name)?;
+            keys.push(
+                payflow_client::EncryptionKey::from_base64(&k.id, &text)
+                    .map_err(|e| key_err(&name, e.to_string()))?,
+            );
+        }
+        payflow_client::EncryptionCodec::new(&self.current_key_id, keys)
+            .map_err(|e| key_err("codec.current_key_id", e.to_string()))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut ids = std::collections::BTreeSet::new();
+        for (i, k) in self.keys.iter().enumerate() {
+            if !payflow_client::codec::valid_key_id(&k.id) {
+                return Err(key_err(
+                    format!("codec.keys[{i}].id"),
+                    "1 to 64 letters, digits, '-', '_' or '.'",
+                ));
+            }
+            if !ids.insert(k.id.as_str()) {
+                return Err(key_err(format!("codec.keys[{i}].id"), "duplicate key id"));
+            }
+            if k.secret().is_none() {
+                return Err(key_err(
+                    format!("codec.keys[{i}]"),
+                    "needs exactly one of key_file or key_env",
+                ));
+            }
+        }
+        if !ids.contains(self.current_key_id.as_str()) {
+            return Err(key_err(
+                "codec.current_key_id",
+                format!("no key with id {:?} in codec.keys", self.current_key_id),
+            ));
+        }
+        if let Some(server) = &self.server {
+            for (i, origin) in server.allowed_origins.iter().enumerate() {
+                let same = url::Url::parse(origin)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .map(|u| u.origin().ascii_serialization());
+                if same.as_deref() != Some(origin.trim_end_matches('/')) {
+                    return Err(key_err(
+                        format!("codec.server.allowed_origins[{i}]"),
+                        "must be an origin: scheme://host[:port], no path",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        for k in &mut self.keys {
+            if let Some(p) = &mut k.key_file
+                && p.is_relative()
+            {
+                *p = base.join(&*p);
+            }
+        }
+        if let Some(server) = &mut self.server {
+            server.auth_token.resolve(base);
+        }
+    }
+}
+
 /// Where a secret comes from. Never the secret itself.
 #[derive(Clone)]
 pub enum SecretRef {
@@ -311,20 +444,41 @@ impl SecretRef {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ChannelKind {
+    /// Alipay OpenAPI (RSA2).
     Alipay,
+    /// WeChat Pay API v3, direct merchant, Native (QR) payments.
+    Wechat,
 }
 
+/// One channel. The first four keys mean the same for every kind: where the channel's API is,
+/// the app we are, the key that signs our requests and the key that verifies the channel's
+/// answers and notifications. WeChat Pay adds `mchid`, `merchant_serial_no`,
+/// `channel_public_key_serial` and `api_v3_key` (required for it, refused for Alipay).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelConfig {
     pub name: String,
     pub kind: ChannelKind,
+    /// Alipay: the gateway (`https://openapi.alipay.com/gateway.do`); WeChat Pay: the API base
+    /// URL (`https://api.mch.weixin.qq.com`).
     pub gateway_url: url::Url,
+    /// Alipay `app_id`; WeChat Pay `appid` (the app the payments are for).
     pub app_id: String,
-    /// Our app private key (PEM or base64 DER).
+    /// Our private key (PEM or base64 DER): the Alipay app key, or the WeChat Pay merchant API
+    /// key (`apiclient_key.pem`).
     pub app_private_key: SecretRef,
-    /// The channel's public key (PEM or base64 DER).
+    /// The channel's public key (PEM or base64 DER): Alipay's, or the WeChat Pay platform
+    /// public key.
     pub channel_public_key: SecretRef,
+    /// WeChat Pay: the merchant id (`mchid`).
+    pub mchid: Option<String>,
+    /// WeChat Pay: the serial number of the merchant API certificate of `app_private_key`.
+    pub merchant_serial_no: Option<String>,
+    /// WeChat Pay: the serial (`Wechatpay-Serial`) naming `channel_public_key`: a platform
+    /// certificate serial or a `PUB_KEY_ID_...` id.
+    pub channel_public_key_serial: Option<String>,
+    /// WeChat Pay: the API v3 key (32 characters) that encrypts notification resources.
+    pub api_v3_key: Option<SecretRef>,
     /// A disabled channel routes nothing (its notifications are still accepted).
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -526,6 +680,9 @@ impl Config {
         for c in &mut config.channels {
             c.app_private_key.resolve(base);
             c.channel_public_key.resolve(base);
+            if let Some(k) = &mut c.api_v3_key {
+                k.resolve(base);
+            }
         }
         for m in &mut config.merchants {
             m.webhook_secret.resolve(base);
@@ -537,6 +694,9 @@ impl Config {
         }
         if let Some(k) = &mut config.notify.platform_private_key {
             k.resolve(base);
+        }
+        if let Some(c) = &mut config.codec {
+            c.resolve(base);
         }
         config.validate()?;
         Ok(config)
@@ -579,6 +739,7 @@ impl Config {
                     "duplicate channel name",
                 ));
             }
+            validate_channel_kind(i, c)?;
         }
         for (i, p) in self.products.iter().enumerate() {
             payflow_client::ProductId::parse(&p.id)
@@ -601,6 +762,9 @@ impl Config {
             payflow_client::MerchantId::parse(&m.id)
                 .map_err(|e| key_err(format!("merchants[{i}].id"), e.to_string()))?;
             self.validate_merchant_delivery(i, m)?;
+        }
+        if let Some(c) = &self.codec {
+            c.validate()?;
         }
         Ok(())
     }
@@ -644,6 +808,43 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The keys only one kind of channel has: present and non-empty for WeChat Pay, absent for
+/// Alipay.
+fn validate_channel_kind(i: usize, c: &ChannelConfig) -> Result<(), ConfigError> {
+    let wechat_only = [
+        ("mchid", c.mchid.as_deref().map(str::trim)),
+        (
+            "merchant_serial_no",
+            c.merchant_serial_no.as_deref().map(str::trim),
+        ),
+        (
+            "channel_public_key_serial",
+            c.channel_public_key_serial.as_deref().map(str::trim),
+        ),
+        // A reference, never the key: present is all that can be checked before start-up.
+        ("api_v3_key", c.api_v3_key.as_ref().map(|_| "set")),
+    ];
+    for (name, value) in wechat_only {
+        let key = format!("channels[{i}].{name}");
+        match (c.kind, value) {
+            (ChannelKind::Wechat, None | Some("")) => {
+                return Err(key_err(key, "required for kind = \"wechat\""));
+            }
+            (ChannelKind::Alipay, Some(_)) => {
+                return Err(key_err(key, "only for kind = \"wechat\""));
+            }
+            _ => {}
+        }
+    }
+    if c.kind == ChannelKind::Wechat && !matches!(c.gateway_url.scheme(), "http" | "https") {
+        return Err(key_err(
+            format!("channels[{i}].gateway_url"),
+            "must be an http(s) address",
+        ));
+    }
+    Ok(())
 }
 
 fn parse_env_value(v: &str) -> toml::Value {
@@ -840,6 +1041,217 @@ public_url = "http://127.0.0.1:8088"
             let err = parse(&merchant(extra), vec![]).unwrap_err().to_string();
             assert!(err.contains(key), "{extra}: {err}");
             assert!(!err.contains("pw@"), "{err}");
+        }
+    }
+
+    const WECHAT: &str = r#"
+[[channels]]
+name = "wechat"
+kind = "wechat"
+gateway_url = "https://api.mch.weixin.qq.com"
+app_id = "wxd678efh567hg6787"
+mchid = "1230000109"
+merchant_serial_no = "3775B6A45ACD588826D15E583A95F5DD2C6E8B5D"
+app_private_key = { file = "keys/apiclient_key.pem" }
+channel_public_key = { file = "keys/wechatpay_public.pem" }
+channel_public_key_serial = "PUB_KEY_ID_0112340000000000000000000000"
+api_v3_key = { env = "WECHAT_API_V3_KEY" }
+"#;
+
+    #[test]
+    fn a_wechat_channel_parses() {
+        let c = parse(&format!("{MINIMAL}{WECHAT}"), vec![]).unwrap();
+        let w = &c.channels[0];
+        assert_eq!(w.kind, ChannelKind::Wechat);
+        assert_eq!(w.mchid.as_deref(), Some("1230000109"));
+        assert_eq!(
+            w.channel_public_key_serial.as_deref(),
+            Some("PUB_KEY_ID_0112340000000000000000000000")
+        );
+        assert!(matches!(&w.api_v3_key, Some(SecretRef::Env(v)) if v == "WECHAT_API_V3_KEY"));
+        assert!(matches!(
+            &w.app_private_key,
+            SecretRef::File(p) if p == Path::new("/etc/payflow/keys/apiclient_key.pem")
+        ));
+        // A file reference resolves like the other secrets.
+        let file = WECHAT.replace(
+            "{ env = \"WECHAT_API_V3_KEY\" }",
+            "{ file = \"keys/apiv3.key\" }",
+        );
+        let c = parse(&format!("{MINIMAL}{file}"), vec![]).unwrap();
+        assert!(matches!(
+            &c.channels[0].api_v3_key,
+            Some(SecretRef::File(p)) if p == Path::new("/etc/payflow/keys/apiv3.key")
+        ));
+    }
+
+    #[test]
+    fn wechat_keys_are_required_for_wechat_and_refused_for_alipay() {
+        for (line, key) in [
+            ("mchid = \"1230000109\"\n", "channels[0].mchid"),
+            (
+                "merchant_serial_no = \"3775B6A45ACD588826D15E583A95F5DD2C6E8B5D\"\n",
+                "channels[0].merchant_serial_no",
+            ),
+            (
+                "channel_public_key_serial = \"PUB_KEY_ID_0112340000000000000000000000\"\n",
+                "channels[0].channel_public_key_serial",
+            ),
+            (
+                "api_v3_key = { env = \"WECHAT_API_V3_KEY\" }\n",
+                "channels[0].api_v3_key",
+            ),
+        ] {
+            let missing = WECHAT.replace(line, "");
+            assert_ne!(missing, WECHAT, "{line}");
+            let err = parse(&format!("{MINIMAL}{missing}"), vec![])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key) && err.contains("required"), "{err}");
+            let alipay = format!(
+                "{MINIMAL}\n[[channels]]\nname = \"alipay\"\nkind = \"alipay\"\n\
+                 gateway_url = \"https://openapi.alipay.com/gateway.do\"\napp_id = \"2021\"\n\
+                 app_private_key = {{ file = \"a\" }}\nchannel_public_key = {{ file = \"b\" }}\n{line}"
+            );
+            let err = parse(&alipay, vec![]).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("only for"), "{err}");
+        }
+        // An inline API v3 key is refused without echoing it.
+        let inline = WECHAT.replace(
+            "{ env = \"WECHAT_API_V3_KEY\" }",
+            "\"0123456789abcdefghijklmnopqrstuv\"",
+        );
+        let err = parse(&format!("{MINIMAL}{inline}"), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("channels[0].api_v3_key"), "{err}");
+        assert!(!err.contains("0123456789abcdef"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod codec_tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[temporal]
+address = "http://127.0.0.1:7233"
+[database]
+url = "sqlite://x.db"
+[ingress]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:8088"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(
+            text,
+            "test.toml",
+            Path::new("/etc/payflow"),
+            std::iter::empty(),
+        )
+    }
+
+    #[test]
+    fn codec_keys_parse_resolve_and_load() {
+        let c = parse(&format!(
+            "{MINIMAL}\n[codec]\ncurrent_key_id = \"k2\"\nkeys = [\n  \
+             {{ id = \"k1\", key_file = \"keys/k1\" }},\n  \
+             {{ id = \"k2\", key_env = \"PAYFLOW_TEST_CODEC_K2_UNSET\" }},\n]\n\
+             [codec.server]\nauth_token = {{ env = \"T\" }}\n\
+             allowed_origins = [\"http://localhost:8233\"]\n"
+        ))
+        .unwrap();
+        let codec = c.codec.as_ref().unwrap();
+        assert_eq!(codec.current_key_id, "k2");
+        assert_eq!(
+            codec.keys[0].key_file.as_deref(),
+            Some(Path::new("/etc/payflow/keys/k1"))
+        );
+        let server = codec.server.as_ref().unwrap();
+        assert_eq!(server.listen, default_codec_listen());
+        // Loading reads the keys: a missing file is named, never a key.
+        let err = codec.load().unwrap_err().to_string();
+        assert!(err.contains("codec.keys[0]"), "{err}");
+        assert!(parse(MINIMAL).unwrap().codec.is_none(), "off by default");
+    }
+
+    #[test]
+    fn codec_keys_load_from_files_and_bad_keys_are_named() {
+        let dir = std::env::temp_dir().join(format!("payflow-codec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = payflow_client::EncryptionKey::generate("k1").unwrap();
+        std::fs::write(
+            dir.join("k1"),
+            secrecy::ExposeSecret::expose_secret(&good.to_base64()),
+        )
+        .unwrap();
+        std::fs::write(dir.join("short"), "c2hvcnQ=").unwrap();
+        let text = format!(
+            "{MINIMAL}\n[codec]\ncurrent_key_id = \"k1\"\n\
+             keys = [{{ id = \"k1\", key_file = \"k1\" }}]\n"
+        );
+        let c = Config::parse(&text, "t.toml", &dir, std::iter::empty()).unwrap();
+        let codec = c.codec.unwrap().load().unwrap();
+        assert_eq!(codec.current_key_id(), "k1");
+        let text = text.replace("key_file = \"k1\"", "key_file = \"short\"");
+        let c = Config::parse(&text, "t.toml", &dir, std::iter::empty()).unwrap();
+        let err = c.codec.unwrap().load().unwrap_err().to_string();
+        assert!(
+            err.contains("codec.keys[0]") && err.contains("32 bytes"),
+            "{err}"
+        );
+        assert!(!err.contains("c2hvcnQ"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn bad_codec_settings_are_named() {
+        for (section, key) in [
+            (
+                "current_key_id = \"k9\"\nkeys = [{ id = \"k1\", key_env = \"K\" }]",
+                "codec.current_key_id",
+            ),
+            (
+                "current_key_id = \"k1\"\nkeys = [{ id = \"k1\" }]",
+                "codec.keys[0]",
+            ),
+            (
+                "current_key_id = \"k1\"\nkeys = [{ id = \"k1\", key_env = \"K\", key_file = \"f\" }]",
+                "codec.keys[0]",
+            ),
+            (
+                "current_key_id = \"k1\"\nkeys = [{ id = \"k1\", key_env = \"K\" }, { id = \"k1\", key_env = \"L\" }]",
+                "codec.keys[1].id",
+            ),
+            (
+                "current_key_id = \"k 1\"\nkeys = [{ id = \"k 1\", key_env = \"K\" }]",
+                "codec.keys[0].id",
+            ),
+            // An inline key is refused without echoing it.
+            (
+                "current_key_id = \"k1\"\nkeys = [{ id = \"k1\", key = \"QUJDRA==\" }]",
+                "codec.keys[0]",
+            ),
+            (
+                "current_key_id = \"k1\"\nkeys = [{ id = \"k1\", key_env = \"K\" }]\n\
+                 [codec.server]\nauth_token = { env = \"T\" }\nallowed_origins = [\"http://ui/path\"]",
+                "codec.server.allowed_origins[0]",
+            ),
+            (
+                "current_key_id = \"k1\"\nkeys = [{ id = \"k1\", key_env = \"K\" }]\n\
+                 [codec.server]\nauth_token = \"inline-token\"",
+                "codec.server.auth_token",
+            ),
+        ] {
+            let err = parse(&format!("{MINIMAL}\n[codec]\n{section}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{section}: {err}");
+            assert!(
+                !err.contains("QUJDRA") && !err.contains("inline-token"),
+                "{err}"
+            );
         }
     }
 }

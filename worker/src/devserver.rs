@@ -167,6 +167,11 @@ impl DevServer {
         }
     }
 
+    /// The server process's id (for CPU accounting in benchmarks).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
         let _ = self.child.wait().await;

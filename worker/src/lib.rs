@@ -7,13 +7,18 @@
 //! - `merchant_receiver`: a merchant endpoint that verifies callbacks (dev and tests);
 //! - `devserver`, `devkeys`, `stack`, `dev`: the all-in-one `payflow dev`;
 //! - `telemetry`, `tracing_interceptor`: logging, with activity spans naming whose payment it is;
-//! - `cli_ledger`, `bench_ledger`: `payflow ledger ...` queries and `payflow bench ledger`.
+//! - `cli_ledger`, `bench_ledger`: `payflow ledger ...` queries and `payflow bench ledger`;
+//! - `cli_admin`: `payflow admin setup` (search attributes, namespace) on a real cluster;
+//! - `codec_server`: `payflow codec-server`, the Temporal UI's and CLI's remote payload decoder.
 
+pub mod bench_e2e;
 pub mod bench_ledger;
 pub mod bench_notify;
+pub mod cli_admin;
 pub mod cli_ledger;
 pub mod cli_notify;
 pub mod cli_payment;
+pub mod codec_server;
 pub mod config;
 pub mod dev;
 pub mod devkeys;

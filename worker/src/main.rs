@@ -59,6 +59,15 @@ enum Command {
         #[command(subcommand)]
         command: cli_keys::KeysCommand,
     },
+    /// Serve the Temporal codec server protocol (`/encode`, `/decode`) with the `[codec]` keys,
+    /// so the Temporal UI and CLI show decrypted payloads to operators holding the token.
+    CodecServer(payflow::codec_server::CodecServerArgs),
+    /// Cluster administration: `setup` registers payflow's search attributes (and creates
+    /// the namespace with `--create-namespace`).
+    Admin {
+        #[command(subcommand)]
+        command: payflow::cli_admin::AdminCommand,
+    },
     /// Benchmarks (they print figures; they are not tests).
     Bench {
         #[command(subcommand)]
@@ -72,6 +81,8 @@ enum BenchCommand {
     Ledger(payflow::bench_ledger::BenchLedgerArgs),
     /// First-attempt callback latency of healthy merchants with and without a hanging one.
     Notify(payflow::bench_notify::BenchNotifyArgs),
+    /// Payments end to end against a no-op workflow baseline on the same server.
+    E2e(payflow::bench_e2e::BenchE2eArgs),
 }
 
 #[tokio::main]
@@ -110,11 +121,19 @@ async fn main() -> anyhow::Result<()> {
         Command::Notify { command } => payflow::cli_notify::run(command).await,
         Command::Payment { command } => payflow::cli_payment::run(command).await,
         Command::Keys { command } => cli_keys::run(command),
+        Command::Admin { command } => payflow::cli_admin::run(command).await,
+        Command::CodecServer(args) => {
+            payflow::telemetry::init(LogFormat::Pretty);
+            payflow::codec_server::run(args).await
+        }
         Command::Bench {
             command: BenchCommand::Ledger(args),
         } => payflow::bench_ledger::run(args).await,
         Command::Bench {
             command: BenchCommand::Notify(args),
         } => payflow::bench_notify::run(args).await,
+        Command::Bench {
+            command: BenchCommand::E2e(args),
+        } => payflow::bench_e2e::run(args).await,
     }
 }

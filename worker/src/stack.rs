@@ -1,6 +1,7 @@
 //! The all-in-one stack used by `payflow dev` and the end-to-end tests: the worker and ingress
-//! (an [`App`]), the sandbox channel and a demo merchant receiver, wired to each other on
-//! loopback ports, against a Temporal server started elsewhere.
+//! (an [`App`]), the sandbox channels (Alipay, and WeChat Pay v3 on a second port) and a demo
+//! merchant receiver, wired to each other on loopback ports, against a Temporal server started
+//! elsewhere. Product [`PRODUCT`] routes to the Alipay channel, [`WECHAT_PRODUCT`] to WeChat Pay.
 
 use std::path::Path;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use tokio::sync::oneshot;
 use crate::config::{Config, ConfigError};
 use crate::devkeys::DevKeys;
 use crate::merchant_receiver::MerchantReceiver;
+use crate::sandbox::wechat::{WechatSandboxConfig, WechatSandboxHandle};
 use crate::sandbox::{self, SandboxConfig, SandboxHandle};
 use crate::startup::{App, StartupError};
 
@@ -23,6 +25,16 @@ pub const CHANNEL: &str = "alipay";
 pub const APP_ID: &str = "2021000000000001";
 pub const MERCHANT: &str = "demo";
 pub const PRODUCT: &str = "qr";
+
+/// The WeChat Pay channel of the dev/test wiring: its name, our app and merchant ids, the
+/// certificate serials of our merchant API key and of the sandbox's platform key, and the
+/// product routed to it.
+pub const WECHAT_CHANNEL: &str = "wechat";
+pub const WECHAT_APPID: &str = "wx8888888888888888";
+pub const WECHAT_MCHID: &str = "1900000109";
+pub const WECHAT_MERCHANT_SERIAL: &str = "444F4864EA9B34415B2EE6C5B4E1A7D0A8C0D6C3";
+pub const WECHAT_PLATFORM_SERIAL: &str = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1";
+pub const WECHAT_PRODUCT: &str = "wxqr";
 
 pub struct StackOptions<'a> {
     pub temporal_address: String,
@@ -47,11 +59,15 @@ pub struct StackOptions<'a> {
 
 pub struct Stack {
     pub sandbox: SandboxHandle,
+    /// The WeChat Pay sandbox (channel [`WECHAT_CHANNEL`]).
+    pub wechat: WechatSandboxHandle,
     pub merchant: MerchantReceiver,
     pub payflow: Payflow,
     pub store: Store,
     pub ingress_addr: std::net::SocketAddr,
     config: Config,
+    /// The payload codec the worker and [`Stack::payflow`] share (the generated dev key).
+    codec: Option<payflow_client::EncryptionCodec>,
     worker: Option<WorkerThread>,
 }
 
@@ -235,8 +251,37 @@ fee_rate = "0.006"
     )
 }
 
+/// The WeChat Pay channel served by the sandbox at `base_url`, and the product routed to it,
+/// as TOML appended to [`config_toml`]'s.
+pub fn wechat_toml(keys: &DevKeys, base_url: &str) -> String {
+    let k = |name: &str| keys.path(name).display().to_string();
+    format!(
+        r#"
+[[channels]]
+name = "{WECHAT_CHANNEL}"
+kind = "wechat"
+gateway_url = "{base_url}"
+app_id = "{WECHAT_APPID}"
+mchid = "{WECHAT_MCHID}"
+merchant_serial_no = "{WECHAT_MERCHANT_SERIAL}"
+app_private_key = {{ file = "{merchant_private}" }}
+channel_public_key = {{ file = "{platform_public}" }}
+channel_public_key_serial = "{WECHAT_PLATFORM_SERIAL}"
+api_v3_key = {{ file = "{api_v3_key}" }}
+
+[[products]]
+id = "{WECHAT_PRODUCT}"
+channel = "{WECHAT_CHANNEL}"
+fee_rate = "0.006"
+"#,
+        merchant_private = k(DevKeys::WECHAT_MERCHANT_PRIVATE),
+        platform_public = k(DevKeys::WECHAT_PLATFORM_PUBLIC),
+        api_v3_key = k(DevKeys::WECHAT_API_V3_KEY),
+    )
+}
+
 impl Stack {
-    /// Starts the sandbox, the merchant receiver and the worker with its ingress.
+    /// Starts the sandboxes, the merchant receiver and the worker with its ingress.
     pub async fn start(o: StackOptions<'_>) -> Result<Stack, StackError> {
         let key = |e: payflow_activities::crypto::CryptoError| StackError::Key(e.to_string());
         let sandbox = sandbox::spawn(
@@ -253,6 +298,33 @@ impl Stack {
                     "sandbox key",
                 )
                 .map_err(key)?,
+                knobs: sandbox::Knobs {
+                    pay_after: o.pay_after,
+                    ..Default::default()
+                },
+                notify_retry: o.sandbox_notify_retry.clone(),
+            },
+        )
+        .await?;
+        let wechat = sandbox::wechat::spawn(
+            TcpListener::bind("127.0.0.1:0").await?,
+            WechatSandboxConfig {
+                appid: WECHAT_APPID.into(),
+                mchid: WECHAT_MCHID.into(),
+                merchant_serial_no: WECHAT_MERCHANT_SERIAL.into(),
+                merchant_public_key: RsaVerifier::from_text(
+                    &o.keys.read(DevKeys::WECHAT_MERCHANT_PUBLIC)?,
+                    "wechat merchant public key",
+                )
+                .map_err(key)?,
+                platform_signer: RsaSigner::from_text(
+                    &o.keys.read(DevKeys::WECHAT_PLATFORM_PRIVATE)?,
+                    "wechat platform key",
+                )
+                .map_err(key)?,
+                platform_serial: WECHAT_PLATFORM_SERIAL.into(),
+                api_v3_key: sandbox::wechat::api_v3_key(&o.keys.read(DevKeys::WECHAT_API_V3_KEY)?)
+                    .map_err(StackError::Key)?,
                 knobs: sandbox::Knobs {
                     pay_after: o.pay_after,
                     ..Default::default()
@@ -282,7 +354,8 @@ impl Stack {
             o.ingress_listen.clone()
         };
         let public = format!("http://{listen}");
-        let text = config_toml(
+        let wechat_channel = wechat_toml(o.keys, &wechat.base_url());
+        let mut text = config_toml(
             &StackOptions {
                 ingress_listen: listen.clone(),
                 ..o
@@ -291,6 +364,8 @@ impl Stack {
             &merchant.notify_url(),
             &public,
         );
+        text.push_str(&wechat_channel);
+        let text = text + &dev_codec_toml(o.keys)?;
         let config = Config::parse(&text, "(generated)", Path::new("."), std::iter::empty())?;
         let database_url = config.database.url.clone();
         let temporal = (
@@ -299,19 +374,31 @@ impl Stack {
         );
         let worker = WorkerThread::start(config.clone()).await?;
         let ingress_addr = worker.ingress_addr;
-        let payflow = Payflow::connect(&temporal.0, &temporal.1)
-            .await
-            .map_err(|e| StartupError::Worker(e.to_string()))?;
+        let codec = match &config.codec {
+            Some(c) => Some(c.load()?),
+            None => None,
+        };
+        let payflow = Payflow::connect_with(
+            &temporal.0,
+            &temporal.1,
+            payflow_client::PayflowOptions {
+                codec: codec.clone(),
+            },
+        )
+        .await
+        .map_err(|e| StartupError::Worker(e.to_string()))?;
         let store = Store::connect(&database_url)
             .await
             .map_err(StartupError::from)?;
         Ok(Stack {
             sandbox,
+            wechat,
             merchant,
             payflow,
             store,
             ingress_addr,
             config,
+            codec,
             worker: Some(worker),
         })
     }
@@ -322,6 +409,12 @@ impl Stack {
             &self.config.temporal.address,
             &self.config.temporal.namespace,
         )
+    }
+
+    /// The payload codec of this stack (`None` with `PAYFLOW_DEV_CODEC=off`): what reads the
+    /// raw history the worker and [`Stack::payflow`] write.
+    pub fn codec(&self) -> Option<&payflow_client::EncryptionCodec> {
+        self.codec.as_ref()
     }
 
     /// Kills the worker and its ingress abruptly, as a crash would: nothing is drained, no
@@ -349,5 +442,55 @@ impl Stack {
             Some(w) => w.finish(Finish::Stop).await,
             None => Ok(()),
         }
+    }
+}
+
+/// The dev stack's payload encryption key: its id and its file in the dev keys folder.
+pub const DEV_CODEC_KEY_ID: &str = "dev-1";
+pub const DEV_CODEC_KEY_FILE: &str = "codec_dev.key";
+
+/// The `[codec]` section of the dev stack: payload encryption under a key generated on first
+/// use into the keys folder (0600, never committed), so `payflow dev` and every end-to-end test
+/// run with Temporal history encrypted. Empty with `PAYFLOW_DEV_CODEC=off` (e.g. to record
+/// histories readable without the key).
+pub fn dev_codec_toml(keys: &DevKeys) -> std::io::Result<String> {
+    if std::env::var("PAYFLOW_DEV_CODEC").is_ok_and(|v| v == "off") {
+        return Ok(String::new());
+    }
+    let path = keys.path(DEV_CODEC_KEY_FILE);
+    ensure_dev_codec_key(&path)?;
+    Ok(format!(
+        "\n[codec]\ncurrent_key_id = \"{DEV_CODEC_KEY_ID}\"\n\
+         keys = [{{ id = \"{DEV_CODEC_KEY_ID}\", key_file = \"{}\" }}]\n",
+        path.display()
+    ))
+}
+
+/// Writes a new random key to `path` unless one is there. Safe against concurrent stacks: the
+/// key is written to a file of its own and linked into place, so a reader sees a whole key,
+/// and the first link wins.
+fn ensure_dev_codec_key(path: &Path) -> std::io::Result<()> {
+    use secrecy::ExposeSecret;
+    use std::io::Write;
+    if path.is_file() {
+        return Ok(());
+    }
+    let key =
+        payflow_client::EncryptionKey::generate(DEV_CODEC_KEY_ID).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(&tmp)?
+        .write_all(key.to_base64().expose_secret().as_bytes())?;
+    let linked = std::fs::hard_link(&tmp, path);
+    std::fs::remove_file(&tmp)?;
+    match linked {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
     }
 }

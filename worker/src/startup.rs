@@ -56,8 +56,46 @@ pub struct App {
     pub config: Config,
     pub services: Arc<Services>,
     pub client: Client,
+    /// The payload codec of `[codec]` (the client and every worker encrypt with it).
+    pub codec: Option<payflow_client::EncryptionCodec>,
     pub ingress_listener: TcpListener,
     pub ingress_addr: SocketAddr,
+    /// Where the Prometheus endpoint (`telemetry.metrics_listen`) is bound, when enabled.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The exporter's meter: the SDK runtime's metrics and payflow's go through it.
+    metrics_exporter: Option<MetricsExporter>,
+}
+
+/// The running exporter; its HTTP server stops when this is dropped (the app ends).
+struct MetricsExporter {
+    meter: Arc<dyn temporalio_common::telemetry::metrics::CoreMeter>,
+    server: tokio::task::AbortHandle,
+}
+
+impl Drop for MetricsExporter {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Starts the SDK's Prometheus exporter on `addr`, with bucket bounds for payflow's histograms.
+fn start_metrics_exporter(addr: SocketAddr) -> Result<(MetricsExporter, SocketAddr), StartupError> {
+    use temporalio_common::telemetry::{HistogramBucketOverrides, PrometheusExporterOptions};
+    let started = temporalio_common::telemetry::start_prometheus_metric_exporter(
+        PrometheusExporterOptions::builder()
+            .socket_addr(addr)
+            .histogram_bucket_overrides(HistogramBucketOverrides {
+                overrides: payflow_activities::metrics::histogram_buckets(),
+            })
+            .build(),
+    )
+    .map_err(|e| StartupError::Worker(format!("telemetry: metrics on {addr}: {e}")))?;
+    tracing::info!(metrics = %started.bound_addr, "Prometheus metrics endpoint");
+    let exporter = MetricsExporter {
+        meter: started.meter,
+        server: started.abort_handle,
+    };
+    Ok((exporter, started.bound_addr))
 }
 
 fn key_err(key: &str, e: impl std::fmt::Display) -> StartupError {
@@ -95,6 +133,45 @@ pub async fn build_services(config: &Config) -> Result<Services, StartupError> {
                     request_timeout: Duration::from_millis(c.request_timeout_ms),
                 };
                 let channel = AlipayChannel::new(cfg).map_err(|e| key_err(&key, e))?;
+                channels.insert(Arc::new(channel));
+            }
+            ChannelKind::Wechat => {
+                use payflow_activities::channels::wechat::{ApiV3Key, WechatChannel, WechatConfig};
+                // Config validation makes the WeChat-only keys present for this kind.
+                let required = |value: &Option<String>, name: &str| {
+                    value
+                        .as_deref()
+                        .map(|v| v.trim().to_string())
+                        .ok_or_else(|| key_err(&format!("{key}.{name}"), "required"))
+                };
+                let private = c.app_private_key.load(&format!("{key}.app_private_key"))?;
+                let public = c
+                    .channel_public_key
+                    .load(&format!("{key}.channel_public_key"))?;
+                let api_v3_key = c
+                    .api_v3_key
+                    .as_ref()
+                    .ok_or_else(|| key_err(&format!("{key}.api_v3_key"), "required"))?
+                    .load(&format!("{key}.api_v3_key"))?;
+                let cfg = WechatConfig {
+                    name: c.name.clone(),
+                    base_url: c.gateway_url.clone(),
+                    mchid: required(&c.mchid, "mchid")?,
+                    appid: c.app_id.clone(),
+                    merchant_serial_no: required(&c.merchant_serial_no, "merchant_serial_no")?,
+                    merchant_private_key: RsaSigner::from_text(expose(&private), "app_private_key")
+                        .map_err(|e| key_err(&format!("{key}.app_private_key"), e))?,
+                    platform_keys: vec![(
+                        required(&c.channel_public_key_serial, "channel_public_key_serial")?,
+                        RsaVerifier::from_text(expose(&public), "channel_public_key")
+                            .map_err(|e| key_err(&format!("{key}.channel_public_key"), e))?,
+                    )],
+                    api_v3_key: ApiV3Key::from_text(expose(&api_v3_key))
+                        .map_err(|e| key_err(&format!("{key}.api_v3_key"), e))?,
+                    connect_timeout: Duration::from_millis(c.connect_timeout_ms),
+                    request_timeout: Duration::from_millis(c.request_timeout_ms),
+                };
+                let channel = WechatChannel::new(cfg).map_err(|e| key_err(&key, e))?;
                 channels.insert(Arc::new(channel));
             }
         }
@@ -212,11 +289,22 @@ pub async fn build_services(config: &Config) -> Result<Services, StartupError> {
         },
         notify_schedule_ms: config.notify.retry_schedule_ms.clone(),
         notify_continue_after_events: config.notify.continue_as_new_after_events,
+        metrics: payflow_activities::metrics::Metrics::disabled(),
     })
 }
 
 /// Connects a Temporal client.
 pub async fn connect_temporal(address: &str, namespace: &str) -> Result<Client, StartupError> {
+    connect_temporal_with_codec(address, namespace, None).await
+}
+
+/// Connects a Temporal client whose payloads go through `codec` (workers created on it
+/// encrypt and decrypt with it too).
+pub async fn connect_temporal_with_codec(
+    address: &str,
+    namespace: &str,
+    codec: Option<&payflow_client::EncryptionCodec>,
+) -> Result<Client, StartupError> {
     let err = |m: String| StartupError::Temporal {
         address: address.to_string(),
         message: m,
@@ -229,7 +317,13 @@ pub async fn connect_temporal(address: &str, namespace: &str) -> Result<Client, 
     )
     .await
     .map_err(|e| err(e.to_string()))?;
-    Client::new(conn, ClientOptions::new(namespace).build()).map_err(|e| err(e.to_string()))
+    let options = match codec {
+        Some(codec) => ClientOptions::new(namespace)
+            .data_converter(codec.data_converter())
+            .build(),
+        None => ClientOptions::new(namespace).build(),
+    };
+    Client::new(conn, options).map_err(|e| err(e.to_string()))
 }
 
 fn worker_identity() -> String {
@@ -238,8 +332,14 @@ fn worker_identity() -> String {
 
 impl App {
     pub async fn build(config: Config) -> Result<App, StartupError> {
-        let services = Arc::new(build_services(&config).await?);
-        let client = connect_temporal(&config.temporal.address, &config.temporal.namespace).await?;
+        let services = build_services(&config).await?;
+        let codec = config.codec.as_ref().map(|c| c.load()).transpose()?;
+        let client = connect_temporal_with_codec(
+            &config.temporal.address,
+            &config.temporal.namespace,
+            codec.as_ref(),
+        )
+        .await?;
         let ingress_listener =
             TcpListener::bind(config.ingress.listen)
                 .await
@@ -253,34 +353,40 @@ impl App {
                 addr: config.ingress.listen,
                 source,
             })?;
+        let (services, metrics_exporter, metrics_addr) = match config.telemetry.metrics_listen {
+            Some(addr) => {
+                let (exporter, bound) = start_metrics_exporter(addr)?;
+                let metrics = payflow_activities::metrics::Metrics::new(exporter.meter.clone());
+                (services.with_metrics(metrics), Some(exporter), Some(bound))
+            }
+            None => (services, None, None),
+        };
         Ok(App {
             config,
-            services,
+            services: Arc::new(services),
             client,
+            codec,
             ingress_listener,
             ingress_addr,
+            metrics_addr,
+            metrics_exporter,
         })
     }
 
     pub fn payflow(&self) -> Payflow {
-        Payflow::from_client(self.client.clone())
+        let payflow = Payflow::from_client(self.client.clone());
+        match self.codec {
+            Some(_) => payflow.redact_summaries(),
+            None => payflow,
+        }
     }
 
-    /// The SDK runtime, exporting its metrics to Prometheus when `telemetry.metrics_listen`
-    /// is set.
+    /// The SDK runtime, exporting its metrics through the Prometheus exporter started by
+    /// [`App::build`] when `telemetry.metrics_listen` is set.
     fn runtime(&self) -> Result<Runtime, StartupError> {
         let err = |e: String| StartupError::Worker(format!("telemetry: {e}"));
         let mut telemetry = temporalio_common::telemetry::TelemetryOptions::builder().build();
-        if let Some(addr) = self.config.telemetry.metrics_listen {
-            let started = temporalio_common::telemetry::start_prometheus_metric_exporter(
-                temporalio_common::telemetry::PrometheusExporterOptions::builder()
-                    .socket_addr(addr)
-                    .build(),
-            )
-            .map_err(|e| err(e.to_string()))?;
-            tracing::info!(metrics = %started.bound_addr, "Prometheus metrics endpoint");
-            telemetry.metrics = Some(started.meter);
-        }
+        telemetry.metrics = self.metrics_exporter.as_ref().map(|e| e.meter.clone());
         let options = temporalio_sdk::runtime::RuntimeOptions::builder()
             .telemetry_options(telemetry)
             .build()

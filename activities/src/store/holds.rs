@@ -301,18 +301,22 @@ impl Store {
         amount: Option<Money>,
     ) -> Result<PostOutcome, StoreError> {
         let mut tx = self.pool().begin().await?;
-        let outcome = self.post_hold_tx(&mut tx, hold_id, amount).await?;
+        let (outcome, posted) = self.post_hold_tx(&mut tx, hold_id, amount).await?;
         tx.commit().await?;
+        if let Some(entry) = &posted {
+            self.metrics().entry_posted(entry);
+        }
         Ok(outcome)
     }
 
     /// [`Store::post_hold`] inside `tx`, so a caller can post and move its own rows together.
+    /// Also returns the entry this call posted (none when the hold was posted before).
     pub(crate) async fn post_hold_tx(
         &self,
         tx: &mut Transaction<'static, Any>,
         hold_id: &str,
         amount: Option<Money>,
-    ) -> Result<PostOutcome, StoreError> {
+    ) -> Result<(PostOutcome, Option<JournalEntry>), StoreError> {
         let not_found = || StoreError::NotFound(format!("hold {hold_id}"));
         let row = self
             .hold_row(tx, hold_id, false)
@@ -346,7 +350,7 @@ impl Store {
             .ok_or_else(not_found)?;
         let now = now_ms();
         match row.state.as_str() {
-            POSTED => return row.posted(),
+            POSTED => return Ok((row.posted()?, None)),
             VOIDED => return Err(StoreError::Conflict(format!("hold {hold_id} was voided"))),
             TOMBSTONE => {
                 return Err(StoreError::Conflict(format!(
@@ -401,7 +405,7 @@ impl Store {
                 "entry {entry_id} exists but hold {hold_id} was not posted"
             )));
         }
-        Ok(PostOutcome::Posted { entry_id, amount })
+        Ok((PostOutcome::Posted { entry_id, amount }, Some(entry)))
     }
 
     /// Cancel: releases the hold. With no hold, records a tombstone (`NothingToVoid`) so that a

@@ -173,6 +173,9 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         let inserted = self.book_tx(&mut tx, b).await?;
         tx.commit().await?;
+        if inserted {
+            self.metrics().entry_posted(&b.entry);
+        }
         Ok(inserted)
     }
 
@@ -193,6 +196,9 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         let inserted = self.insert_entry(&mut tx, entry).await?;
         tx.commit().await?;
+        if inserted {
+            self.metrics().entry_posted(entry);
+        }
         Ok(inserted)
     }
 

@@ -12,6 +12,7 @@ pub mod holds;
 pub mod ledger;
 pub mod notices;
 pub mod orders;
+pub mod recon;
 pub mod refunds;
 
 use std::time::Duration;
@@ -57,6 +58,8 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Counts committed order transitions and journal entries (disabled by default).
+    metrics: crate::metrics::Metrics,
 }
 
 impl Store {
@@ -101,7 +104,11 @@ impl Store {
                     .await?
             }
         };
-        let store = Store { pool, backend };
+        let store = Store {
+            pool,
+            backend,
+            metrics: crate::metrics::Metrics::disabled(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -121,6 +128,15 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Records committed order transitions and journal entries through `metrics`.
+    pub fn set_metrics(&mut self, metrics: crate::metrics::Metrics) {
+        self.metrics = metrics;
+    }
+
+    pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     pub fn backend(&self) -> Backend {

@@ -124,7 +124,9 @@ impl Store {
             .execute(self.pool())
             .await;
         match result {
-            Ok(_) => {}
+            Ok(_) => self
+                .metrics()
+                .payment_moved(&o.channel, None, PayState::Created),
             Err(e) if super::is_unique_violation(&e) => {}
             Err(e) => return Err(e.into()),
         }
@@ -222,10 +224,18 @@ impl Store {
                 tx.rollback().await?;
                 continue;
             }
-            if let Some(booking) = entry {
-                self.book_tx(&mut tx, booking).await?;
+            let mut posted = None;
+            if let Some(booking) = entry
+                && self.book_tx(&mut tx, booking).await?
+            {
+                posted = Some(&booking.entry);
             }
             tx.commit().await?;
+            self.metrics()
+                .payment_moved(&current.channel, Some(current.state), to);
+            if let Some(e) = posted {
+                self.metrics().entry_posted(e);
+            }
             return self
                 .order(order_id)
                 .await?

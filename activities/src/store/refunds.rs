@@ -379,8 +379,10 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let order = super::orders::order_from_row(&row)?;
-        self.post_hold_tx(&mut tx, &crate::accounting::refund_hold_id(refund_id), None)
+        let (_, posted) = self
+            .post_hold_tx(&mut tx, &crate::accounting::refund_hold_id(refund_id), None)
             .await?;
+        let mut fee_posted = None;
         if let Some(fee) = Money::from_minor(refund.fee_minor, refund.amount.currency())
             .ok()
             .filter(|_| refund.fee_minor > 0)
@@ -391,7 +393,9 @@ impl Store {
                 &order.channel,
                 fee,
             );
-            self.book_tx(&mut tx, &booking).await?;
+            if self.book_tx(&mut tx, &booking).await? {
+                fee_posted = Some(booking.entry);
+            }
         }
         self.set_refund_state(&mut tx, refund_id, RefundState::Succeeded, None)
             .await?;
@@ -417,6 +421,7 @@ impl Store {
                 })
             }
         };
+        let mut moved = None;
         if let Some(to) = to
             && to != order.state
         {
@@ -430,8 +435,16 @@ impl Store {
                     order.order_id
                 )));
             }
+            moved = Some(to);
         }
         tx.commit().await?;
+        for entry in posted.iter().chain(fee_posted.iter()) {
+            self.metrics().entry_posted(entry);
+        }
+        if let Some(to) = moved {
+            self.metrics()
+                .payment_moved(&order.channel, Some(order.state), to);
+        }
         self.refund(refund_id)
             .await?
             .ok_or_else(|| StoreError::NotFound(refund_id.to_string()))

@@ -1,12 +1,14 @@
-//! `payflow sandbox`: a local payment channel speaking the Alipay OpenAPI protocol.
+//! `payflow sandbox`: local payment channels speaking the Alipay OpenAPI protocol
+//! ([`alipay`]) and the WeChat Pay API v3 protocol ([`wechat`], its own server, same knobs).
 //!
-//! It signs its responses and notifications with its own key pair, verifies our requests with
-//! the app public key, keeps orders in memory, and posts notifications to the `notify_url` of
-//! each order, re-posting on its retry schedule until it receives exactly `success`, as the
-//! real channel does. Customers "pay" after a configured delay, or when told to through the
+//! Each signs its responses and notifications with its own key pair, verifies our requests with
+//! our public key, keeps orders in memory, and posts notifications to the `notify_url` of each
+//! order, re-posting on its retry schedule until acknowledged as the real channel wants it
+//! (exactly `success` for Alipay, any 2xx for WeChat Pay). Customers "pay" after a configured delay, or when told to through the
 //! control endpoint `POST /sandbox/orders/{out_trade_no}/pay`.
 
 pub mod alipay;
+pub mod wechat;
 
 pub use alipay::{
     Knobs, NotifyMode, PayoutMode, SandboxConfig, SandboxHandle, SandboxOrder, spawn,
