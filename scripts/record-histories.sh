@@ -25,5 +25,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+# Plain payloads: the dev stack's codec key lives only as long as one test run, and recorded
+# histories must replay anywhere (encrypted ones replay with their key; encryption.rs checks).
+export PAYFLOW_DEV_CODEC=off
 cargo test -p payflow-tests --test record_histories -- --ignored --nocapture --test-threads=3 "${filters[@]}"
 ls -1 tests/histories tests/histories/probe

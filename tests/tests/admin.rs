@@ -63,6 +63,7 @@ fn args(address: &str, namespace: &str, create_namespace: bool) -> SetupArgs {
         temporal: TemporalArgs {
             address: address.to_string(),
             namespace: namespace.to_string(),
+            config: None,
         },
         create_namespace,
         retention: parse_retention("2d").unwrap(),

@@ -128,6 +128,7 @@ async fn an_exhausted_event_is_parked_until_an_operator_resends_it() {
         temporal: TemporalArgs {
             address: address.to_string(),
             namespace: namespace.to_string(),
+            config: None,
         },
     })
     .await

@@ -50,6 +50,26 @@ pub struct TemporalArgs {
     pub address: String,
     #[arg(long, env = "TEMPORAL_NAMESPACE", default_value = "default")]
     pub namespace: String,
+    /// The worker's configuration: its `[codec]` keys decrypt what the workflows answer
+    /// (needed when payloads are encrypted; only that section is read).
+    #[arg(long, env = "PAYFLOW_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+}
+
+impl TemporalArgs {
+    /// A client for these arguments, with the configuration's payload codec when it has one.
+    pub async fn connect(&self) -> anyhow::Result<Payflow> {
+        let mut options = payflow_client::PayflowOptions::default();
+        if let Some(path) = &self.config {
+            let config = crate::config::Config::load(path)?;
+            if let Some(codec) = &config.codec {
+                options = options.codec(codec.load()?);
+            }
+        }
+        Payflow::connect_with(&self.address, &self.namespace, options)
+            .await
+            .with_context(|| format!("connect to Temporal at {}", self.address))
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -76,9 +96,7 @@ impl StateArg {
 }
 
 async fn connect(t: &TemporalArgs) -> anyhow::Result<Payflow> {
-    Payflow::connect(&t.address, &t.namespace)
-        .await
-        .with_context(|| format!("connect to Temporal at {}", t.address))
+    t.connect().await
 }
 
 fn workflow_id(merchant: &str, event_id: &str) -> anyhow::Result<String> {

@@ -29,9 +29,7 @@ pub async fn run(cmd: PaymentCommand) -> anyhow::Result<()> {
     } = cmd;
     let merchant = MerchantId::parse(merchant)?;
     let order_no = OrderNo::parse(order_no)?;
-    let payflow = payflow_client::Payflow::connect(&temporal.address, &temporal.namespace)
-        .await
-        .with_context(|| format!("connect to Temporal at {}", temporal.address))?;
+    let payflow = temporal.connect().await?;
     let status = payflow
         .payment(&merchant, &order_no)
         .await
