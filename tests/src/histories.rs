@@ -255,21 +255,46 @@ pub async fn save(
         );
         return None;
     }
-    let history = client
-        .get_workflow_handle::<UntypedWorkflow>(workflow_id.to_string())
-        .fetch_history(Default::default());
-    let json = history
-        .to_json()
-        .await
-        .unwrap_or_else(|e| panic!("history of {workflow_id}: {e}"));
-    let value: serde_json::Value = serde_json::from_slice(&json).expect("history JSON");
-    let mut text = serde_json::to_string_pretty(&value).expect("history JSON");
-    text.push('\n');
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).expect("histories dir");
+    let mut run_id: Option<String> = None;
+    // The latest run as `{stem}`, then each run it continued from as `{stem}-before{n}` (a run
+    // that continued as new, e.g. onto another task queue, has code paths of its own).
+    for n in 0..10 {
+        let handle = match &run_id {
+            None => client.get_workflow_handle::<UntypedWorkflow>(workflow_id.to_string()),
+            Some(run) => temporalio_client::WorkflowExecutionInfo::builder()
+                .namespace(client.namespace())
+                .workflow_id(workflow_id)
+                .run_id(run.clone())
+                .build()
+                .bind_untyped(client.clone()),
+        };
+        let json = handle
+            .fetch_history(Default::default())
+            .to_json()
+            .await
+            .unwrap_or_else(|e| panic!("history of {workflow_id}: {e}"));
+        let value: serde_json::Value = serde_json::from_slice(&json).expect("history JSON");
+        let mut text = serde_json::to_string_pretty(&value).expect("history JSON");
+        text.push('\n');
+        let file = if n == 0 {
+            path.clone()
+        } else {
+            opts.path(&format!("{stem}-before{n}"))
+        };
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).expect("histories dir");
+        }
+        std::fs::write(&file, text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        eprintln!("recorded {workflow_id} -> {}", file.display());
+        run_id = value["events"][0]["attributes"]["WorkflowExecutionStartedEventAttributes"]
+            ["continued_execution_run_id"]
+            .as_str()
+            .filter(|r| !r.is_empty())
+            .map(str::to_string);
+        if run_id.is_none() {
+            break;
+        }
     }
-    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    eprintln!("recorded {workflow_id} -> {}", path.display());
     Some(path)
 }
 
