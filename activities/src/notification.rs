@@ -39,6 +39,9 @@ pub enum DeliverOutcome {
         retry_after_ms: u64,
         #[serde(default = "default_continue_after_events")]
         continue_after_events: u32,
+        /// The merchant's breaker is open until `retry_after_ms` from now (else: it is busy).
+        #[serde(default)]
+        breaker_open: bool,
     },
     /// The event cannot be delivered as configured (unknown merchant, URL not allowed).
     Undeliverable(String),
@@ -107,6 +110,7 @@ impl NotifyActivities {
                 return Ok(DeliverOutcome::Deferred {
                     retry_after_ms: deferral.wait().as_millis() as u64,
                     continue_after_events: s.notify_continue_after_events,
+                    breaker_open: matches!(deferral, crate::merchant_gate::Deferral::Open(_)),
                 });
             }
         };

@@ -115,21 +115,13 @@ impl Notification {
                 DeliverOutcome::Deferred {
                     retry_after_ms,
                     continue_after_events,
+                    breaker_open,
                 } => {
                     continue_after = Some(continue_after_events);
                     Self::set_state(ctx, NotifyState::Retrying);
-                    // Waiting for a merchant must not cost workflow tasks at a fixed rate: back
-                    // off per consecutive deferral (x2, at most 30 s) with jitter drawn through
-                    // the workflow context, so a crowd of waiting events spreads out.
-                    let backoff = retry_after_ms
-                        .max(1)
-                        .saturating_mul(1 << run.deferrals.min(5))
-                        .min(MAX_DEFERRAL_MS);
+                    let wait =
+                        Self::deferral_wait(ctx, retry_after_ms, breaker_open, run.deferrals);
                     run.deferrals += 1;
-                    // 0..=255 from the uuid's first byte: up to half the backoff again.
-                    let byte = u64::from_str_radix(&ctx.uuid4()[..2], 16).unwrap_or(0);
-                    let jitter = byte * backoff / 512;
-                    let wait = Duration::from_millis(backoff + jitter).min(MAX_DELAY);
                     if Self::moves_to_retry_queue(ctx) {
                         Self::continue_as_new(ctx, &request, run, wait.as_millis() as u64, RETRY)?;
                     }
@@ -190,6 +182,23 @@ impl Notification {
         if changed {
             ctx.upsert_search_attributes([sa::NOTIFY_STATE.value_set(state.as_str().to_string())]);
         }
+    }
+
+    /// How long a deferred delivery waits. Waiting for a merchant must not cost workflow tasks
+    /// at a fixed rate, and a crowd of waiting events must not wake together: the jitter is
+    /// drawn through the workflow context (deterministic on replay).
+    /// - breaker open: never before it half-opens, then spread over as long again (only one
+    ///   probe goes through anyway; the others would be deferred again);
+    /// - merchant busy: back off x2 per consecutive deferral, at most 30 s, plus up to half.
+    fn deferral_wait(
+        ctx: &WorkflowContext<Self>,
+        retry_after_ms: u64,
+        breaker_open: bool,
+        deferrals: u32,
+    ) -> Duration {
+        // 0..=255 from the uuid's first byte.
+        let byte = u64::from_str_radix(&ctx.uuid4()[..2], 16).unwrap_or(0);
+        deferral_wait(retry_after_ms, breaker_open, deferrals, byte)
     }
 
     /// Waits `delay`, or less when an operator sends `retry_now` meanwhile.
@@ -253,6 +262,21 @@ struct Carry {
     deferrals: u32,
 }
 
+/// [`Notification::deferral_wait`] with its random byte (0..=255) given.
+fn deferral_wait(retry_after_ms: u64, breaker_open: bool, deferrals: u32, byte: u64) -> Duration {
+    let ms = if breaker_open {
+        let until = retry_after_ms.max(1);
+        until + byte * until / 256
+    } else {
+        let backoff = retry_after_ms
+            .max(1)
+            .saturating_mul(1 << deferrals.min(5))
+            .min(MAX_DEFERRAL_MS);
+        backoff + byte * backoff / 512
+    };
+    Duration::from_millis(ms).min(MAX_DELAY)
+}
+
 /// Where waiting deliveries continue.
 const RETRY: Option<&str> = Some(task_queues::NOTIFY_RETRY);
 
@@ -264,3 +288,36 @@ const MAX_DEFERRAL_MS: u64 = 30_000;
 
 /// Upper bound on one timer, so a misconfigured schedule cannot park a delivery for years.
 pub const MAX_DELAY: Duration = Duration::from_secs(24 * 3600);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_breaker_is_waited_out_then_wakeups_spread_over_as_long_again() {
+        let open = 120_000;
+        for byte in [0, 1, 128, 255] {
+            let w = deferral_wait(open, true, 7, byte).as_millis() as u64;
+            assert!((open..2 * open).contains(&w), "{byte}: {w}");
+        }
+        assert_ne!(
+            deferral_wait(open, true, 0, 0),
+            deferral_wait(open, true, 0, 255)
+        );
+    }
+
+    #[test]
+    fn a_busy_merchant_is_retried_with_doubling_backoff_capped_at_30_s() {
+        let waits: Vec<u128> = (0..8)
+            .map(|d| deferral_wait(1_000, false, d, 0).as_millis())
+            .collect();
+        assert_eq!(
+            waits,
+            [1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000]
+        );
+        assert_eq!(
+            deferral_wait(1_000, false, 9, 255).as_millis(),
+            30_000 + 14_941
+        );
+    }
+}
