@@ -9,8 +9,8 @@
 //! - `merchants`, `routing`, `risk`, `health`: configured merchants, products, risk limits and
 //!   channel health;
 //! - `metrics`: business metrics (payments, callbacks, channel calls, ledger) for Prometheus;
-//! - `payment`, `refund`, `transfer`, `payout`, `notification`: the Temporal activities
-//!   workflows call.
+//! - `payment`, `refund`, `transfer`, `payout`, `notification`, `reconciliation`: the Temporal
+//!   activities workflows call (`recon/` is the reconciliation library they use).
 
 pub mod accounting;
 pub mod channels;
@@ -25,6 +25,7 @@ pub mod notify;
 pub mod payment;
 pub mod payout;
 pub mod recon;
+pub mod reconciliation;
 pub mod refund;
 pub mod risk;
 pub mod routing;
@@ -37,6 +38,7 @@ pub use ledger_read::LedgerActivities;
 pub use notification::NotifyActivities;
 pub use payment::PaymentActivities;
 pub use payout::PayoutActivities;
+pub use reconciliation::{ReconActivities, ReconSettings};
 pub use refund::RefundActivities;
 pub use services::{PaymentTiming, PayoutPolicy, Services, SharedServices};
 pub use transfer::TransferActivities;

@@ -340,6 +340,16 @@ impl Channel for Measured {
             .await
     }
 
+    /// Timed as `statement_url`: the address query and the start of the download (the body
+    /// streams afterwards, at the reader's pace).
+    async fn open_statement(
+        &self,
+        date: chrono::NaiveDate,
+    ) -> Result<crate::channels::StatementFile, ChannelError> {
+        self.timed("statement_url", self.inner.open_statement(date))
+            .await
+    }
+
     fn verify_notice(
         &self,
         params: &BTreeMap<String, String>,

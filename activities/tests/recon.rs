@@ -21,8 +21,8 @@ use payflow_activities::channels::{
 };
 use payflow_activities::recon::compare::{self, day_window};
 use payflow_activities::recon::{
-    ChannelView, Checked, DiscrepancyKind, ReconError, ReconReport, Resolution, Side,
-    StatementFormat, Subject,
+    ChannelFeeRate, ChannelView, Checked, DiscrepancyKind, ReconError, ReconReport, Resolution,
+    Side, StatementFormat, Subject,
 };
 use payflow_activities::store::orders::{NewOrder, OrderPatch};
 use payflow_activities::store::refunds::{NewRefund, Reservation};
@@ -50,6 +50,12 @@ fn cny(amount: &str) -> Money {
 
 fn dec(amount: &str) -> Decimal {
     amount.parse().unwrap()
+}
+
+/// The channels' fee rate in these cases (the sandboxes' 0.6 %): a statement's fee on a line is
+/// expected to be 0.6 % of its amount, rounded half-up.
+fn rate() -> Option<ChannelFeeRate> {
+    Some(ChannelFeeRate::new(dec("0.006")).unwrap())
 }
 
 fn day0() -> NaiveDate {
@@ -99,7 +105,8 @@ async fn pending(store: &Store, channel: &str, order_id: &str, amount: &str) {
         .unwrap();
 }
 
-/// An order paid in full at `paid_at_ms` (by our clock), booked with our `fee`.
+/// An order paid in full at `paid_at_ms` (by our clock), booked with our `fee` (the merchant's:
+/// it plays no part in reconciliation, which compares the channel's fee with its rate).
 async fn paid(
     store: &Store,
     channel: &str,
@@ -315,7 +322,7 @@ async fn reconcile(
 
 async fn check_and_finish(store: &Store, channel: &FakeChannel, date: NaiveDate) -> ReconReport {
     let run = compare::open_run(store, &channel.name, date).await.unwrap();
-    compare::compare(store, &run).await.unwrap();
+    compare::compare(store, &run, rate()).await.unwrap();
     let mut after: Option<String> = None;
     loop {
         let page = compare::candidates(store, &run, after.as_deref(), 3)
@@ -332,7 +339,7 @@ async fn check_and_finish(store: &Store, channel: &FakeChannel, date: NaiveDate)
         }
         compare::record(store, &run, &checked).await.unwrap();
     }
-    compare::finish(store, &run).await.unwrap()
+    compare::finish(store, &run, rate()).await.unwrap()
 }
 
 type Found = BTreeSet<(DiscrepancyKind, Subject, String, Option<String>)>;
@@ -867,7 +874,7 @@ async fn case_wechat_itemised_refunds_and_fees(store: Store) {
     bill.payment(t(9), "4204", "w_r2", "30.00", "0.18000");
     bill.payment(t(9), "4205", "w_r3", "20.00", "0.12000");
     bill.payment(t(9), "4206", "w_r4", "40.00", "0.24000");
-    bill.payment(t(9), "4207", "w_r5", "25.00", "0.00000");
+    bill.payment(t(9), "4207", "w_r5", "25.00", "0.15000");
     bill.payment(t(9), "4208", "w_r6", "10.00", "0.06000");
     // 20.00 of 50.00 returns 0.12 of the 0.30 fee.
     bill.refund(
@@ -910,7 +917,7 @@ async fn case_wechat_itemised_refunds_and_fees(store: Store) {
         "r5",
         "6.00",
         "SUCCESS",
-        "0.00000",
+        "-0.03000",
         "25.00",
     );
     bill.refund(
@@ -1013,7 +1020,7 @@ async fn case_steps_are_guarded_and_loads_idempotent(store: Store) {
 
     // Nothing to compare before a statement is loaded.
     assert!(matches!(
-        compare::compare(&store, &run).await,
+        compare::compare(&store, &run, rate()).await,
         Err(ReconError::Store(StoreError::Invalid(_)))
     ));
     // A malformed statement fails the load, naming the line, and leaves no statement.
@@ -1025,7 +1032,7 @@ async fn case_steps_are_guarded_and_loads_idempotent(store: Store) {
         Err(ReconError::Statement(e)) => assert_eq!(e.line(), Some(3), "{e}"),
         other => panic!("expected a statement error, got {other:?}"),
     }
-    assert!(compare::compare(&store, &run).await.is_err());
+    assert!(compare::compare(&store, &run, rate()).await.is_err());
 
     // Inserting the same batch twice stores it once.
     let good = "out_trade_no,trade_no,status,total_amount,refund_amount,paid_at\n\
@@ -1037,7 +1044,7 @@ async fn case_steps_are_guarded_and_loads_idempotent(store: Store) {
     assert_eq!((summary.lines_read, summary.lines_stored), (1, 1));
     assert!(!summary.itemised_refunds);
 
-    let summary = compare::compare(&store, &run).await.unwrap();
+    let summary = compare::compare(&store, &run, rate()).await.unwrap();
     assert_eq!(summary.candidates, 0);
     // Recording needs a candidate of the current comparison.
     let bogus = Checked {
@@ -1061,10 +1068,10 @@ async fn case_steps_are_guarded_and_loads_idempotent(store: Store) {
     compare::load_statement(&store, &run, StatementFormat::AlipayTrade, extra.as_bytes())
         .await
         .unwrap();
-    let summary = compare::compare(&store, &run).await.unwrap();
+    let summary = compare::compare(&store, &run, rate()).await.unwrap();
     assert_eq!(summary.by_kind, vec![(DiscrepancyKind::MissingLocally, 1)]);
     assert!(matches!(
-        compare::finish(&store, &run).await,
+        compare::finish(&store, &run, rate()).await,
         Err(ReconError::Unchecked(1))
     ));
     let report = check_and_finish(&store, &ch, d0).await;
@@ -1173,7 +1180,7 @@ async fn case_hundred_thousand_lines_stream(store: Store) {
         (N as u64, N as u64)
     );
 
-    let summary = compare::compare(&store, &run).await.unwrap();
+    let summary = compare::compare(&store, &run, rate()).await.unwrap();
     assert_eq!(summary.candidates, 4, "{summary:?}");
     let report = check_and_finish(&store, &ch, d0).await;
     assert_eq!(

@@ -12,6 +12,7 @@ use temporalio_common::{
 use crate::ledger::{LedgerAnswer, LedgerRequest};
 use crate::notification::{NotificationRequest, NotificationStatus};
 use crate::payment::{ChannelNotice, PaymentRequest, PaymentStatus, Prepay, Resolution};
+use crate::recon::{ReconDailyRequest, ReconRequest, ReconStatus, ReconSummary};
 use crate::refund::{RefundRequest, RefundStatus};
 use crate::transfer::{
     PayoutDecision, PayoutRequest, PayoutStatus, TransferRequest, TransferStatus,
@@ -25,6 +26,9 @@ pub mod names {
     pub const TRANSFER: &str = "Transfer";
     pub const PAYOUT: &str = "Payout";
     pub const LEDGER_READ: &str = "LedgerRead";
+    pub const RECONCILIATION: &str = "Reconciliation";
+    /// Started by the daily Temporal Schedule: starts yesterday's `Reconciliation`.
+    pub const RECON_DAILY: &str = "ReconDaily";
 
     /// Signal from the ingress: the channel says something happened to the payment.
     pub const CHANNEL_NOTIFIED: &str = "channel_notified";
@@ -43,6 +47,9 @@ pub mod names {
     pub const RESEND: &str = "resend";
     /// Operator signal: skip the current wait before the next attempt.
     pub const RETRY_NOW: &str = "retry_now";
+    /// Operator signal: a reconciliation parked in `Manual` tries again (a fresh statement
+    /// retry cycle).
+    pub const RETRY: &str = "retry";
 }
 
 /// Task queues. Notifications get their own so a slow merchant never holds payment work.
@@ -53,6 +60,9 @@ pub mod task_queues {
     /// Deliveries whose first attempt failed or had to wait for the merchant continue here,
     /// with their own worker slots, so waiting for a bad merchant never delays first attempts.
     pub const NOTIFY_RETRY: &str = "payflow-notify-retry";
+    /// Reconciliation runs (long downloads and many channel queries) and their daily starter,
+    /// on worker slots of their own.
+    pub const RECON: &str = "payflow-recon";
 }
 
 macro_rules! workflow_def {
@@ -173,6 +183,25 @@ workflow_def!(
     /// `ledger-read/{uuid}`: one read of the ledger through Temporal, so services need no
     /// database access of their own.
     LedgerReadWorkflow, names::LEDGER_READ, LedgerRequest, LedgerAnswer
+);
+
+workflow_def!(
+    /// `recon/{channel}/{yyyy-mm-dd}`: download the channel's statement of the day (retried
+    /// until available, else parked `Manual`), compare both ways, confirm each difference with
+    /// the channel, record, report.
+    ReconciliationWorkflow, names::RECONCILIATION, ReconRequest, ReconSummary
+);
+message_def!(
+    query ReconStatusQuery, ReconciliationWorkflow, names::STATUS, (), ReconStatus
+);
+message_def!(
+    /// Operator: try a run parked in `Manual` again.
+    signal RetryReconciliation, ReconciliationWorkflow, names::RETRY, ()
+);
+workflow_def!(
+    /// Started by the schedule `recon-daily/{channel}`: starts yesterday's (Beijing time)
+    /// `recon/{channel}/{date}` and returns its workflow id.
+    ReconDailyWorkflow, names::RECON_DAILY, ReconDailyRequest, String
 );
 
 workflow_def!(

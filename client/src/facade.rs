@@ -41,6 +41,8 @@ pub enum PayflowError {
     Invalid(#[from] RequestError),
     #[error("invalid refund: {0}")]
     InvalidRefund(#[from] RefundRequestError),
+    #[error("invalid reconciliation request: {0}")]
+    InvalidRecon(#[from] crate::recon::ReconRequestError),
     #[error("payment rejected: {0}")]
     Rejected(String),
     #[error("conflict: {0}")]
@@ -138,7 +140,7 @@ impl Payflow {
     }
 
     /// `text` as a start summary, unless summaries are redacted.
-    fn summary(&self, text: impl FnOnce() -> String) -> Option<String> {
+    pub(crate) fn summary(&self, text: impl FnOnce() -> String) -> Option<String> {
         self.summaries.then(text)
     }
 
@@ -455,7 +457,7 @@ impl Payflow {
 
     /// Starts `id` unless a workflow with that id runs or ran: business ids are idempotency
     /// keys, so a repeated call joins the first, also after it finished.
-    async fn start_once<W>(
+    pub(crate) async fn start_once<W>(
         &self,
         workflow: W,
         input: W::Input,
@@ -479,7 +481,7 @@ impl Payflow {
     }
 
     /// Waits for a workflow's result.
-    async fn result<W>(&self, id: String) -> Result<W::Output, PayflowError>
+    pub(crate) async fn result<W>(&self, id: String) -> Result<W::Output, PayflowError>
     where
         W: HasWorkflowDefinition,
     {
@@ -521,7 +523,7 @@ fn is_retryable(e: &WorkflowUpdateWithStartError) -> bool {
     }
 }
 
-fn query_error(id: &str, e: WorkflowQueryError) -> PayflowError {
+pub(crate) fn query_error(id: &str, e: WorkflowQueryError) -> PayflowError {
     match e {
         WorkflowQueryError::NotFound(_) => PayflowError::NotFound(id.to_string()),
         other => PayflowError::Temporal(other.to_string()),

@@ -16,6 +16,7 @@ pub mod ledger;
 pub mod money;
 pub mod notification;
 pub mod payment;
+pub mod recon;
 pub mod refund;
 pub mod transfer;
 
@@ -33,6 +34,11 @@ pub use notification::{
 pub use payment::{
     ChannelFailure, ChannelNotice, PayState, PaymentRequest, PaymentStatus, Prepay, RequestError,
     Resolution,
+};
+pub use recon::{
+    ReconDailyRequest, ReconDiscrepancy, ReconDiscrepancyKind, ReconKindCount, ReconRequest,
+    ReconRequestError, ReconSide, ReconState, ReconStatus, ReconSubject, ReconSummary, ReconTotal,
+    ReconValues,
 };
 pub use refund::{RefundKind, RefundRequest, RefundRequestError, RefundState, RefundStatus};
 pub use transfer::{

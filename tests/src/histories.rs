@@ -13,7 +13,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use payflow_workflows::{LedgerRead, Notification, Payment, Payout, Refund, Transfer};
+use payflow_workflows::{
+    LedgerRead, Notification, Payment, Payout, ReconDaily, Reconciliation, Refund, Transfer,
+};
 use temporalio_client::{Client, NamespacedClient, UntypedWorkflow, WorkflowHistory};
 use temporalio_sdk::workflow_replayer::{
     WorkflowReplayError, WorkflowReplayFailure, WorkflowReplayer, WorkflowReplayerOptions,
@@ -26,13 +28,15 @@ pub fn histories_dir() -> PathBuf {
 }
 
 /// Every workflow type the worker registers (`payflow::startup::App::run`), by name.
-pub const WORKFLOW_TYPES: [&str; 6] = [
+pub const WORKFLOW_TYPES: [&str; 8] = [
     payflow_client::definitions::names::PAYMENT,
     payflow_client::definitions::names::REFUND,
     payflow_client::definitions::names::TRANSFER,
     payflow_client::definitions::names::PAYOUT,
     payflow_client::definitions::names::LEDGER_READ,
     payflow_client::definitions::names::NOTIFICATION,
+    payflow_client::definitions::names::RECONCILIATION,
+    payflow_client::definitions::names::RECON_DAILY,
 ];
 
 /// Replayer options with every payflow workflow registered, as `App::run` registers them on
@@ -44,7 +48,7 @@ pub fn replayer_options() -> WorkflowReplayerOptions {
         .build()
 }
 
-/// Registers payflow's six workflow types on a replayer options builder.
+/// Registers payflow's workflow types on a replayer options builder.
 pub fn all_workflows<S: workflow_replayer_options_builder::State>(
     builder: temporalio_sdk::workflow_replayer::WorkflowReplayerOptionsBuilder<S>,
 ) -> Result<
@@ -57,7 +61,9 @@ pub fn all_workflows<S: workflow_replayer_options_builder::State>(
         .register_workflow::<Transfer>()?
         .register_workflow::<Payout>()?
         .register_workflow::<LedgerRead>()?
-        .register_workflow::<Notification>()
+        .register_workflow::<Notification>()?
+        .register_workflow::<Reconciliation>()?
+        .register_workflow::<ReconDaily>()
 }
 
 /// The replayer for the current workflow code.

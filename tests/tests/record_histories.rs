@@ -637,6 +637,125 @@ async fn ledger_read() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Reconciliation
+
+fn recon_toml(retry_ms: &str, deadline_ms: u64, schedule: bool) -> String {
+    format!(
+        "\n[recon]\nstatement_retry_ms = [{retry_ms}]\nstatement_deadline_ms = {deadline_ms}\n\
+         schedule = {schedule}\npage_size = 1\n"
+    )
+}
+
+/// The Beijing day the sandbox booked `order_id` on.
+fn sandbox_day(app: &Stack, order_id: &str) -> chrono::NaiveDate {
+    let beijing = chrono::FixedOffset::east_opt(8 * 3600).unwrap();
+    let at = app.sandbox.order(order_id).unwrap().paid_at_ms.unwrap();
+    chrono::DateTime::from_timestamp_millis(at)
+        .unwrap()
+        .with_timezone(&beijing)
+        .date_naive()
+}
+
+/// A statement ready after one retry, with two differences (two pages of checks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "records histories: scripts/record-histories.sh"]
+async fn recon_discrepancies() {
+    let app = payflow_tests::spawn_app_with(
+        Db::Sqlite,
+        Timing::default(),
+        recon_toml("200", 30_000, false),
+    )
+    .await
+    .unwrap();
+    let (_, ok) = paid(&app, "o-recon-ok", "10.00").await;
+    let (_, amount) = paid(&app, "o-recon-amount", "20.00").await;
+    let (_, missing) = paid(&app, "o-recon-missing", "30.00").await;
+    let day = sandbox_day(&app, &ok);
+    app.sandbox.update_knobs(|k| {
+        k.statement.not_ready_times = 1;
+        k.statement.amount = [(amount, "21.00".parse().unwrap())].into();
+        k.statement.omit = [missing].into();
+    });
+    let id = app.payflow.reconcile(stack::CHANNEL, day).await.unwrap();
+    let report = app.payflow.recon_result(stack::CHANNEL, day).await.unwrap();
+    assert_eq!(report.open_total(), 2, "{report:?}");
+    let rec = Recorder::new(&app).await;
+    rec.save(&id, "Reconciliation-discrepancies").await;
+    app.shutdown().await.unwrap();
+}
+
+/// No statement by the deadline: `Manual`, then the operator's `retry`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "records histories: scripts/record-histories.sh"]
+async fn recon_manual_retry() {
+    let app = payflow_tests::spawn_app_with(
+        Db::Sqlite,
+        Timing::default(),
+        recon_toml("100, 200", 1_000, false),
+    )
+    .await
+    .unwrap();
+    let (_, order) = paid(&app, "o-recon-late", "10.00").await;
+    let day = sandbox_day(&app, &order);
+    app.sandbox.update_knobs(|k| k.statement_pending = true);
+    let id = app.payflow.reconcile(stack::CHANNEL, day).await.unwrap();
+    eventually(DEADLINE, "the run parked Manual", || async {
+        let s = app.payflow.recon_status(stack::CHANNEL, day).await.ok()?;
+        (s.state == payflow_client::ReconState::Manual).then_some(())
+    })
+    .await;
+    app.sandbox.update_knobs(|k| k.statement_pending = false);
+    app.payflow
+        .retry_reconciliation(stack::CHANNEL, day)
+        .await
+        .unwrap();
+    let report = app.payflow.recon_result(stack::CHANNEL, day).await.unwrap();
+    assert_eq!(report.open_total(), 0, "{report:?}");
+    let rec = Recorder::new(&app).await;
+    rec.save(&id, "Reconciliation-manual_retry").await;
+    app.shutdown().await.unwrap();
+}
+
+/// The daily schedule, triggered once: `ReconDaily` starts yesterday's run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "records histories: scripts/record-histories.sh"]
+async fn recon_daily() {
+    let app = payflow_tests::spawn_app_with(
+        Db::Sqlite,
+        Timing::default(),
+        recon_toml("100", 5_000, true),
+    )
+    .await
+    .unwrap();
+    let schedule = payflow_client::recon::recon_schedule_id(stack::CHANNEL);
+    let handle = app.payflow.temporal().get_schedule_handle(schedule.clone());
+    eventually(DEADLINE, "the daily schedule", || {
+        let handle = handle.clone();
+        async move { handle.describe(Default::default()).await.ok() }
+    })
+    .await;
+    handle
+        .trigger(
+            temporalio_client::schedules::ScheduleOverlapPolicy::AllowAll,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let daily = eventually(DEADLINE, "the ReconDaily run", || async {
+        histories::workflow_ids_of_type(
+            app.payflow.temporal(),
+            payflow_client::definitions::names::RECON_DAILY,
+        )
+        .await
+        .pop()
+    })
+    .await;
+    let rec = Recorder::new(&app).await;
+    rec.save(&daily, "ReconDaily-yesterday").await;
+    app.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
 // The versioning probe
 
 /// Runs the probe workflow (version 1) on a worker of its own and records its history into

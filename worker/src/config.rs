@@ -50,6 +50,9 @@ pub struct Config {
     pub notify: NotifyConfig,
     #[serde(default)]
     pub payout: PayoutConfig,
+    /// Reconciliation: statement retries, the daily schedule, paging.
+    #[serde(default)]
+    pub recon: ReconConfig,
     /// Payment channels, by name.
     #[serde(default)]
     pub channels: Vec<ChannelConfig>,
@@ -171,6 +174,66 @@ impl Default for PayoutConfig {
 
 fn default_review_timeout() -> u64 {
     24 * 3600 * 1000
+}
+
+/// `[recon]`: reconciliation of the channels' daily statements.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconConfig {
+    /// Waits between attempts to get a statement the channel has not generated yet (ms); the
+    /// last repeats until the deadline.
+    #[serde(default = "default_statement_retry")]
+    pub statement_retry_ms: Vec<u64>,
+    /// How long a run keeps asking before it is parked `Manual` for an operator (ms).
+    #[serde(default = "default_statement_deadline")]
+    pub statement_deadline_ms: u64,
+    /// Create (or update) the Temporal Schedule `recon-daily/{channel}` of every enabled
+    /// channel at start-up: yesterday's statement, every day at `schedule_hour`.
+    #[serde(default)]
+    pub schedule: bool,
+    /// The hour (0-23, Beijing time) the daily runs start.
+    #[serde(default = "default_schedule_hour")]
+    pub schedule_hour: u32,
+    /// Differences checked with the channel per activity.
+    #[serde(default = "default_recon_page_size")]
+    pub page_size: u32,
+    /// Channel queries in flight at once while checking them.
+    #[serde(default = "default_recon_check_concurrency")]
+    pub check_concurrency: usize,
+}
+
+impl Default for ReconConfig {
+    fn default() -> Self {
+        ReconConfig {
+            statement_retry_ms: default_statement_retry(),
+            statement_deadline_ms: default_statement_deadline(),
+            schedule: false,
+            schedule_hour: default_schedule_hour(),
+            page_size: default_recon_page_size(),
+            check_concurrency: default_recon_check_concurrency(),
+        }
+    }
+}
+
+fn default_statement_retry() -> Vec<u64> {
+    payflow_activities::ReconSettings::default().statement_retry_ms
+}
+
+fn default_statement_deadline() -> u64 {
+    payflow_activities::ReconSettings::default().statement_deadline_ms
+}
+
+fn default_schedule_hour() -> u32 {
+    // Alipay's and WeChat Pay's bills of a day are there by 09:00-10:00 the next morning.
+    10
+}
+
+fn default_recon_page_size() -> u32 {
+    payflow_activities::ReconSettings::default().page_size
+}
+
+fn default_recon_check_concurrency() -> usize {
+    payflow_activities::ReconSettings::default().check_concurrency
 }
 
 fn default_expiry_scale() -> u32 {
@@ -486,6 +549,10 @@ pub struct ChannelConfig {
     pub connect_timeout_ms: u64,
     #[serde(default = "default_total_timeout")]
     pub request_timeout_ms: u64,
+    /// What the channel charges us per payment, as a fraction (e.g. "0.006"; at most six
+    /// decimals): reconciliation expects each statement line's fee to be this rate of its
+    /// amount. Fees are not compared for a channel without one.
+    pub fee_rate: Option<rust_decimal::Decimal>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
@@ -740,7 +807,12 @@ impl Config {
                 ));
             }
             validate_channel_kind(i, c)?;
+            if let Some(rate) = c.fee_rate {
+                payflow_activities::recon::ChannelFeeRate::new(rate)
+                    .map_err(|e| key_err(format!("channels[{i}].fee_rate"), e))?;
+            }
         }
+        self.validate_recon()?;
         for (i, p) in self.products.iter().enumerate() {
             payflow_client::ProductId::parse(&p.id)
                 .map_err(|e| key_err(format!("products[{i}].id"), e.to_string()))?;
@@ -768,6 +840,29 @@ impl Config {
         }
         Ok(())
     }
+    fn validate_recon(&self) -> Result<(), ConfigError> {
+        let r = &self.recon;
+        if r.statement_retry_ms.is_empty() || r.statement_retry_ms.contains(&0) {
+            return Err(key_err(
+                "recon.statement_retry_ms",
+                "must be non-empty, each > 0",
+            ));
+        }
+        if r.statement_deadline_ms == 0 {
+            return Err(key_err("recon.statement_deadline_ms", "must be > 0"));
+        }
+        if r.schedule_hour > 23 {
+            return Err(key_err("recon.schedule_hour", "must be 0 to 23"));
+        }
+        if !(1..=10_000).contains(&r.page_size) {
+            return Err(key_err("recon.page_size", "must be 1 to 10000"));
+        }
+        if !(1..=64).contains(&r.check_concurrency) {
+            return Err(key_err("recon.check_concurrency", "must be 1 to 64"));
+        }
+        Ok(())
+    }
+
     /// The delivery settings of `merchants[i]` (files are read at start-up, not here).
     fn validate_merchant_delivery(&self, i: usize, m: &MerchantConfig) -> Result<(), ConfigError> {
         let key = |k: &str| format!("merchants[{i}].{k}");

@@ -49,6 +49,11 @@ enum Command {
         #[command(subcommand)]
         command: payflow::cli_payment::PaymentCommand,
     },
+    /// Reconciliation: run a channel's day, show its stored report, retry a parked run.
+    Recon {
+        #[command(subcommand)]
+        command: payflow::cli_recon::ReconCommand,
+    },
     /// Merchant callbacks: list by state, resend, retry now.
     Notify {
         #[command(subcommand)]
@@ -83,6 +88,8 @@ enum BenchCommand {
     Notify(payflow::bench_notify::BenchNotifyArgs),
     /// Payments end to end against a no-op workflow baseline on the same server.
     E2e(payflow::bench_e2e::BenchE2eArgs),
+    /// Reconciliation of a generated statement (default 100 000 lines): phase times, memory.
+    Recon(payflow::bench_recon::BenchReconArgs),
 }
 
 #[tokio::main]
@@ -119,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Ledger { command } => payflow::cli_ledger::run(command).await,
         Command::Notify { command } => payflow::cli_notify::run(command).await,
+        Command::Recon { command } => payflow::cli_recon::run(command).await,
         Command::Payment { command } => payflow::cli_payment::run(command).await,
         Command::Keys { command } => cli_keys::run(command),
         Command::Admin { command } => payflow::cli_admin::run(command).await,
@@ -135,5 +143,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench {
             command: BenchCommand::E2e(args),
         } => payflow::bench_e2e::run(args).await,
+        Command::Bench {
+            command: BenchCommand::Recon(args),
+        } => payflow::bench_recon::run(args).await,
     }
 }

@@ -209,6 +209,8 @@ gateway_url = "{gateway_url}"
 app_id = "{APP_ID}"
 app_private_key = {{ file = "{app_private}" }}
 channel_public_key = {{ file = "{sandbox_public}" }}
+# The sandbox's fee (reconciliation compares each statement line's fee with it).
+fee_rate = "0.006"
 
 [[merchants]]
 id = "{MERCHANT}"
@@ -268,6 +270,7 @@ app_private_key = {{ file = "{merchant_private}" }}
 channel_public_key = {{ file = "{platform_public}" }}
 channel_public_key_serial = "{WECHAT_PLATFORM_SERIAL}"
 api_v3_key = {{ file = "{api_v3_key}" }}
+fee_rate = "0.006"
 
 [[products]]
 id = "{WECHAT_PRODUCT}"

@@ -20,11 +20,13 @@ use payflow_activities::routing::{Product, Routing};
 use payflow_activities::store::Store;
 use payflow_activities::{
     LedgerActivities, NotifyActivities, PaymentActivities, PaymentTiming, PayoutActivities,
-    PayoutPolicy, RefundActivities, Services, TransferActivities,
+    PayoutPolicy, ReconActivities, RefundActivities, Services, TransferActivities,
 };
 use payflow_client::definitions::task_queues;
 use payflow_client::{MerchantId, Payflow, ProductId};
-use payflow_workflows::{LedgerRead, Notification, Payment, Payout, Refund, Transfer};
+use payflow_workflows::{
+    LedgerRead, Notification, Payment, Payout, ReconDaily, Reconciliation, Refund, Transfer,
+};
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tokio::net::TcpListener;
@@ -417,6 +419,16 @@ impl App {
                     .register_activities(PayoutActivities::new(self.services.clone()))
                     .register_activities(LedgerActivities::new(self.services.clone()))
                     .build()
+            } else if queue == task_queues::RECON {
+                opts.register_workflow::<Reconciliation>()
+                    .map_err(|e| StartupError::Worker(e.to_string()))?
+                    .register_workflow::<ReconDaily>()
+                    .map_err(|e| StartupError::Worker(e.to_string()))?
+                    .register_activities(ReconActivities::new(
+                        self.services.clone(),
+                        crate::recon_setup::settings(&self.config),
+                    ))
+                    .build()
             } else {
                 opts.register_workflow::<Notification>()
                     .map_err(|e| StartupError::Worker(e.to_string()))?
@@ -431,10 +443,14 @@ impl App {
             task_queues::NOTIFY_REALTIME,
             task_queues::NOTIFY_BATCH,
             task_queues::NOTIFY_RETRY,
+            task_queues::RECON,
         ] {
             let w = Worker::new(&runtime, self.client.clone(), make(queue)?)
                 .map_err(|e| StartupError::Worker(e.to_string()))?;
             workers.push(w);
+        }
+        if self.config.recon.schedule {
+            crate::recon_setup::ensure_schedules(&self.client, &self.config).await?;
         }
         let stops: Vec<_> = workers.iter().map(|w| w.shutdown_handle()).collect();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -570,9 +570,10 @@ async fn the_statement_is_not_ready_then_lists_the_days_paid_trades() {
     assert_eq!(
         lines,
         [
-            "out_trade_no,trade_no,status,total_amount,refund_amount,paid_at",
+            "out_trade_no,trade_no,status,total_amount,refund_amount,paid_at,fee",
             &format!(
-                "T-bill,{},TRADE_SUCCESS,88.80,8.80,{}",
+                // The channel's fee: 0.6 % of 88.80 = 0.5328, half-up to the fen.
+                "T-bill,{},TRADE_SUCCESS,88.80,8.80,{},0.53",
                 order.trade_no,
                 payflow_activities::channels::alipay::sign::format_time(order.paid_at_ms.unwrap())
             ),

@@ -5,6 +5,7 @@
 //! retried by Temporal; [`ChannelError::Declined`] is the channel's definite answer.
 
 pub mod alipay;
+pub mod statement;
 pub mod wechat;
 
 use std::collections::BTreeMap;
@@ -128,7 +129,12 @@ pub enum StatementUrl {
     Ready(String),
     /// The channel has not generated that day's statement yet: ask again later.
     NotReady,
+    /// The channel has no statement for that day because the account had no trades (WeChat
+    /// Pay's `NO_STATEMENT_EXIST`, as opposed to `STATEMENT_CREATING`): an empty statement.
+    Empty,
 }
+
+pub use statement::{StatementBody, StatementFile};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChannelError {
@@ -185,6 +191,18 @@ pub trait Channel: Send + Sync {
     /// The download address of the trade statement of `date`, a calendar day in the channel's
     /// time zone (Beijing time for Alipay).
     async fn statement_url(&self, date: chrono::NaiveDate) -> Result<StatementUrl, ChannelError>;
+    /// Opens the statement of `date` for reading: asks for its address
+    /// ([`Channel::statement_url`]) and starts the download with the channel's own HTTP client.
+    /// The body streams as it arrives (never held whole) and, where the channel gives a hash,
+    /// is checked against it by the time it is read to the end. The default: the channel has
+    /// no statement download.
+    async fn open_statement(&self, date: chrono::NaiveDate) -> Result<StatementFile, ChannelError> {
+        let _ = date;
+        Err(ChannelError::Declined {
+            code: "payflow.UNSUPPORTED".into(),
+            message: format!("channel {} has no statement download", self.name()),
+        })
+    }
     /// Verifies an incoming notification (form or body) and extracts its fields.
     fn verify_notice(
         &self,

@@ -7,7 +7,10 @@
 //! 2. [`load_statement`] streams the downloaded statement through its parser into the store in
 //!    batches of [`LOAD_BATCH`] lines (bounded memory whatever the statement's size);
 //! 3. [`compare`] compares both ways in SQL (statement -> our orders and refunds, and our
-//!    records of the day -> the statements) and keeps the differences as [`Candidate`]s;
+//!    records of the day -> the statements) and keeps the differences as [`Candidate`]s. Fees
+//!    are compared with what the channel's configured rate says it charges
+//!    ([`ChannelFeeRate`]): the fee in a statement is the channel's cost to us, not the fee we
+//!    charge merchants (`platform:fees` in the ledger);
 //! 4. page through [`candidates`]; for each, [`check`] asks the channel about that order (or
 //!    refund) now, and [`record`] stores the answers: [`verdict`] decides, per candidate,
 //!    whether it is recorded as a [`Discrepancy`] or dismissed;
@@ -70,6 +73,56 @@ impl RunState {
         ]
         .into_iter()
         .find(|st| st.as_str() == s)
+    }
+}
+
+/// The channel's fee rate: what the channel charges us, as a fraction of each amount (the
+/// `[[channels]] fee_rate` of the configuration), at most six decimals (`0.006` = 0.6 %).
+///
+/// A statement line's fee is expected to be `rate x amount`, rounded half-up to the minor
+/// unit, for a payment (on what was collected) and for a refund (the part given back), exactly
+/// as the channel computes it per line. Without a configured rate, fees are not compared (the
+/// statement's fees still appear in its totals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChannelFeeRate {
+    parts_per_million: i64,
+}
+
+impl ChannelFeeRate {
+    const SCALE: i64 = 1_000_000;
+
+    /// A rate from its decimal form: at least 0, below 1, at most six decimals.
+    pub fn new(rate: Decimal) -> Result<ChannelFeeRate, String> {
+        if rate.is_sign_negative() || rate >= Decimal::ONE {
+            return Err(format!("fee rate {rate} must be at least 0 and below 1"));
+        }
+        let ppm = rate * Decimal::from(Self::SCALE);
+        if ppm.fract() != Decimal::ZERO {
+            return Err(format!("fee rate {rate} has more than six decimals"));
+        }
+        let parts_per_million = rust_decimal::prelude::ToPrimitive::to_i64(&ppm)
+            .ok_or_else(|| format!("fee rate {rate} out of range"))?;
+        Ok(ChannelFeeRate { parts_per_million })
+    }
+
+    pub fn parts_per_million(self) -> i64 {
+        self.parts_per_million
+    }
+
+    /// The fee on `amount_minor` (not negative), in minor units, rounded half-up.
+    pub fn fee_minor(self, amount_minor: i64) -> i64 {
+        (amount_minor * self.parts_per_million + Self::SCALE / 2) / Self::SCALE
+    }
+
+    /// The same as an SQL expression over the integer expression `amount_minor` (exact and
+    /// identical on SQLite and PostgreSQL: integer arithmetic, division truncating).
+    pub(crate) fn fee_sql(self, amount_minor: &str) -> String {
+        format!(
+            "((({amount_minor}) * {} + {}) / {})",
+            self.parts_per_million,
+            Self::SCALE / 2,
+            Self::SCALE
+        )
     }
 }
 
@@ -383,10 +436,29 @@ pub async fn load_statement<R: AsyncBufRead + Unpin>(
         .await?)
 }
 
+/// Stores an empty statement for the run: the channel has none for the day because nothing
+/// happened (WeChat Pay's `NO_STATEMENT_EXIST`). Comparing then reports every record of ours
+/// of the day as missing at the channel.
+pub async fn load_empty_statement(
+    store: &Store,
+    run: &ReconRun,
+    format: StatementFormat,
+) -> Result<LoadSummary, ReconError> {
+    let load_no = store.recon_begin_load(&run.run_id).await?;
+    Ok(store
+        .recon_end_load(&run.run_id, load_no, 0, format.itemised_refunds())
+        .await?)
+}
+
 /// Compares the loaded statement with our records, both ways, and replaces the run's
 /// candidates. Also resolves other runs' discrepancies this statement settles (cross-day).
-pub async fn compare(store: &Store, run: &ReconRun) -> Result<CompareSummary, ReconError> {
-    Ok(store.recon_compare(&run.run_id).await?)
+/// Fees are compared with `fee_rate` (none: not compared).
+pub async fn compare(
+    store: &Store,
+    run: &ReconRun,
+    fee_rate: Option<ChannelFeeRate>,
+) -> Result<CompareSummary, ReconError> {
+    Ok(store.recon_compare(&run.run_id, fee_rate).await?)
 }
 
 /// Up to `limit` candidates with keys after `after`, by key.
@@ -454,13 +526,17 @@ pub async fn record(
 
 /// Completes the run once every candidate was checked: discrepancies an earlier comparison
 /// of this run recorded and this one no longer finds are resolved, totals and counts are
-/// stored, and the report is returned.
-pub async fn finish(store: &Store, run: &ReconRun) -> Result<ReconReport, ReconError> {
+/// stored (our side's fees at `fee_rate`, as [`compare`] used it), and the report is returned.
+pub async fn finish(
+    store: &Store,
+    run: &ReconRun,
+    fee_rate: Option<ChannelFeeRate>,
+) -> Result<ReconReport, ReconError> {
     let unchecked = store.recon_unchecked(&run.run_id).await?;
     if unchecked > 0 {
         return Err(ReconError::Unchecked(unchecked));
     }
-    store.recon_finish(&run.run_id).await?;
+    store.recon_finish(&run.run_id, fee_rate).await?;
     report(store, &run.channel, run.date)
         .await?
         .ok_or_else(|| ReconError::NoRun(run.run_id.clone()))
@@ -651,6 +727,35 @@ mod tests {
         assert_eq!(
             verdict(&c, &refund(ChannelRefundState::Succeeded)),
             Verdict::Record
+        );
+    }
+
+    #[test]
+    fn channel_fees_round_half_up_per_line() {
+        let rate = ChannelFeeRate::new(Decimal::new(6, 3)).unwrap();
+        assert_eq!(rate.parts_per_million(), 6000);
+        // 0.6 % of 12.34 = 0.07404; of 2.34 = 0.01404; of 0.83 = 0.00498; of 0.84 = 0.00504.
+        assert_eq!(
+            (
+                rate.fee_minor(1234),
+                rate.fee_minor(234),
+                rate.fee_minor(83),
+                rate.fee_minor(84)
+            ),
+            (7, 1, 0, 1)
+        );
+        assert_eq!(
+            ChannelFeeRate::new(Decimal::new(38, 4))
+                .unwrap()
+                .parts_per_million(),
+            3800
+        );
+        assert!(ChannelFeeRate::new(Decimal::new(1, 7)).is_err());
+        assert!(ChannelFeeRate::new(Decimal::ONE).is_err());
+        assert!(ChannelFeeRate::new(Decimal::new(-1, 3)).is_err());
+        assert_eq!(
+            rate.fee_sql("o.amount_minor"),
+            "(((o.amount_minor) * 6000 + 500000) / 1000000)"
         );
     }
 

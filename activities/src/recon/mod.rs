@@ -21,9 +21,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufRead;
 
 pub use compare::{
-    Candidate, ChannelView, Checked, CompareSummary, Discrepancy, DiscrepancyKind, KindCount,
-    LoadSummary, ReconReport, ReconRun, RecordSummary, Resolution, RunState, Side, Subject, Totals,
-    Values, Verdict,
+    Candidate, ChannelFeeRate, ChannelView, Checked, CompareSummary, Discrepancy, DiscrepancyKind,
+    KindCount, LoadSummary, ReconReport, ReconRun, RecordSummary, Resolution, RunState, Side,
+    Subject, Totals, Values, Verdict,
 };
 pub use line::{LineKind, LineStatus, StatementError, StatementLine};
 
@@ -38,6 +38,17 @@ pub enum StatementFormat {
     /// WeChat Pay's trade bill of type `ALL`: one row per payment and one per refund, fields
     /// prefixed with a backtick, two summary lines at the end.
     WechatTradeAll,
+}
+
+impl StatementFormat {
+    /// Whether the format lists every refund on its own line (see
+    /// [`StatementParser::itemised_refunds`]).
+    pub fn itemised_refunds(self) -> bool {
+        match self {
+            StatementFormat::AlipayTrade => false,
+            StatementFormat::WechatTradeAll => true,
+        }
+    }
 }
 
 /// A statement being read, whatever its format.
@@ -76,8 +87,8 @@ impl<R: AsyncBufRead + Unpin> StatementParser<R> {
     /// bill). Only then can our refunds of the day be looked for in the day's statement.
     pub fn itemised_refunds(&self) -> bool {
         match self {
-            StatementParser::Alipay(_) => false,
-            StatementParser::Wechat(_) => true,
+            StatementParser::Alipay(_) => StatementFormat::AlipayTrade.itemised_refunds(),
+            StatementParser::Wechat(_) => StatementFormat::WechatTradeAll.itemised_refunds(),
         }
     }
 }

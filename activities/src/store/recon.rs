@@ -28,9 +28,11 @@
 //! Statement -> ours, for every line of the run: the order (by our order id, on this channel)
 //! or the refund (by our refund id) must exist, with an agreeing status (one table in
 //! `recon::compare`), the same amount and currency (a payment: what was paid, else what was
-//! asked), and, when the statement gives a fee, the same fee: for a payment our ledger booked
-//! as `pay:{order}:succeeded`, the fee credited there to `platform:fees` (0 when none); for a
-//! succeeded refund, the fee share it returned (`refunds.fee_minor`).
+//! asked), and, when the statement gives a fee and the channel has a configured rate
+//! (`recon::ChannelFeeRate`), the fee that rate gives: the channel's cost to us on what was
+//! collected for a payment, and the part it gives back on a succeeded refund, each rounded
+//! half-up per line as channels do. (The fee we charge merchants, credited to
+//! `platform:fees`, is our revenue and has nothing to do with the channel's statement.)
 //! A line with a trade's refunded total (formats without itemised refunds) is compared with the
 //! sum of our succeeded refunds of the order. Our orders are looked up whatever day we recorded
 //! them, so a trade the channel dates a day earlier than we do still matches.
@@ -69,11 +71,10 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, now_ms};
-use crate::accounting;
 use crate::recon::compare::{
-    self, Candidate, ChannelView, Checked, CompareSummary, Discrepancy, DiscrepancyKind, KindCount,
-    LoadSummary, ReconReport, ReconRun, RecordSummary, Resolution, RunState, Side, Subject, Totals,
-    Values, Verdict,
+    self, Candidate, ChannelFeeRate, ChannelView, Checked, CompareSummary, Discrepancy,
+    DiscrepancyKind, KindCount, LoadSummary, ReconReport, ReconRun, RecordSummary, Resolution,
+    RunState, Side, Subject, Totals, Values, Verdict,
 };
 use crate::recon::line::{LineStatus, StatementLine};
 
@@ -121,35 +122,31 @@ fn paying_transition_states() -> String {
     sql_list(["Succeeded", "Exception"])
 }
 
-/// The ledger entry id of order `o`'s payment, as an SQL expression.
-fn payment_entry_id_sql() -> String {
-    let marker = "\u{1}";
-    let entry = accounting::payment_entry_id(marker);
-    let (prefix, suffix) = entry
-        .split_once(marker)
-        .expect("the id embeds the order id");
-    format!("'{prefix}' || o.order_id || '{suffix}'")
-}
-
-/// The fee our ledger booked for order `o`'s payment (0 when none). The entry id is the only
-/// condition the index can use, so the lookup goes by the entry (never by the fee account,
-/// whose postings grow with every payment).
-fn our_payment_fee() -> String {
-    format!(
-        "COALESCE((SELECT MAX(CASE WHEN p.account_id = '{}' THEN p.credit_minor END) \
-         FROM postings p WHERE p.entry_id = {}), 0)",
-        accounting::PLATFORM_FEES,
-        payment_entry_id_sql()
+/// The channel's fee we expect on order `o`'s payment (on what was collected, at `rate`), NULL
+/// without a rate: a NULL never differs, so no fee is then compared.
+fn payment_fee(rate: Option<ChannelFeeRate>) -> String {
+    rate.map_or_else(
+        || NULL_INT.to_string(),
+        |r| r.fee_sql("COALESCE(o.paid_amount_minor, o.amount_minor)"),
     )
 }
 
-/// Whether our ledger booked order `o`'s payment (with its fee, if any): only then is there a
-/// fee of ours to compare (not for recharges, nor exceptions not accepted).
-fn payment_booked() -> String {
-    format!(
-        "EXISTS (SELECT 1 FROM journal_entries je WHERE je.entry_id = {})",
-        payment_entry_id_sql()
-    )
+/// The channel's fee we expect back on refund `r` (at `rate`), NULL without a rate.
+fn refund_fee(rate: Option<ChannelFeeRate>) -> String {
+    rate.map_or_else(|| NULL_INT.to_string(), |r| r.fee_sql("r.amount_minor"))
+}
+
+/// Sum of the channel's fees given back on order `o`'s succeeded refunds (NULL when there are
+/// none, or without a rate).
+fn refund_fee_sum(rate: Option<ChannelFeeRate>) -> String {
+    match rate {
+        Some(r) => format!(
+            "(SELECT CAST(SUM({}) AS BIGINT) FROM refunds sr \
+             WHERE sr.order_id = o.order_id AND sr.state = 'Succeeded')",
+            r.fee_sql("sr.amount_minor")
+        ),
+        None => NULL_INT.to_string(),
+    }
 }
 
 /// Sum of `column` over order `o`'s succeeded refunds (NULL when there are none).
@@ -511,8 +508,12 @@ impl Store {
 
     /// Compares the run's current statement with our records both ways (see the module
     /// comment), replacing its candidates, and resolves other runs' `MissingAtChannel`
-    /// discrepancies its statement contains.
-    pub async fn recon_compare(&self, run_id: &str) -> Result<CompareSummary, StoreError> {
+    /// discrepancies its statement contains. Fees are compared at `fee_rate` (none: not at all).
+    pub async fn recon_compare(
+        &self,
+        run_id: &str,
+        fee_rate: Option<ChannelFeeRate>,
+    ) -> Result<CompareSummary, StoreError> {
         let mut tx = self.pool().begin().await?;
         let q = self.sql(&format!(
             "SELECT {RUN_COLUMNS} FROM recon_runs WHERE run_id = ?{}",
@@ -551,15 +552,16 @@ impl Store {
 
         use DiscrepancyKind::*;
         let none = [NULL_TEXT, NULL_INT, NULL_INT, NULL_TEXT];
-        let fee = our_payment_fee();
+        let fee = payment_fee(fee_rate);
+        let rfee = refund_fee(fee_rate);
         let order = [
             "o.currency",
             "COALESCE(o.paid_amount_minor, o.amount_minor)",
             fee.as_str(),
             "o.state",
         ];
-        let refund = ["r.currency", "r.amount_minor", "r.fee_minor", "r.state"];
-        let (sum_amount, sum_fee) = (refund_sum("amount_minor"), refund_sum("fee_minor"));
+        let refund = ["r.currency", "r.amount_minor", rfee.as_str(), "r.state"];
+        let (sum_amount, sum_fee) = (refund_sum("amount_minor"), refund_fee_sum(fee_rate));
         let refund_total = [
             "o.currency",
             sum_amount.as_str(),
@@ -604,10 +606,7 @@ impl Store {
                 FeeMismatch,
                 join_order,
                 order,
-                &format!(
-                    "{payment} AND l.fee_minor IS NOT NULL AND {} AND l.fee_minor <> {fee}",
-                    payment_booked()
-                ),
+                &format!("{payment} AND l.fee_minor IS NOT NULL AND l.fee_minor <> {fee}"),
             ),
             // Refunds listed one by one.
             statement_rule(
@@ -640,7 +639,7 @@ impl Store {
                 refund,
                 &format!(
                     "{itemised} AND l.fee_minor IS NOT NULL AND r.state = 'Succeeded' \
-                     AND l.fee_minor <> r.fee_minor"
+                     AND l.fee_minor <> {rfee}"
                 ),
             ),
             // A trade's refunded total.
@@ -729,7 +728,7 @@ impl Store {
                  SELECT ?, 'MissingAtChannel|Refund|' || r.order_id || '|' || r.refund_id || '|', \
                         'MissingAtChannel', 'Refund', r.order_id, r.refund_id, \
                         COALESCE(o.channel_trade_no, ''), {NULL_INT}, \
-                        r.currency, r.amount_minor, r.fee_minor, r.state, \
+                        r.currency, r.amount_minor, {rfee}, r.state, \
                         {NULL_TEXT}, {NULL_INT}, {NULL_INT}, {NULL_TEXT} \
                  FROM {} AND NOT EXISTS ({}) \
                  ON CONFLICT (run_id, candidate_key) DO NOTHING",
@@ -939,8 +938,12 @@ impl Store {
     }
 
     /// Completes the run: resolves what this comparison no longer finds and what appeared in
-    /// other statements meanwhile, and stores totals and counts.
-    pub async fn recon_finish(&self, run_id: &str) -> Result<(), StoreError> {
+    /// other statements meanwhile, and stores totals and counts (our fees at `fee_rate`).
+    pub async fn recon_finish(
+        &self,
+        run_id: &str,
+        fee_rate: Option<ChannelFeeRate>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
         let q = self.sql(&format!(
             "SELECT {RUN_COLUMNS} FROM recon_runs WHERE run_id = ?{}",
@@ -1017,10 +1020,10 @@ impl Store {
             .await?;
         let q = self.sql(&format!(
             "{totals} (SELECT 'Payment' AS subject, o.currency AS currency, \
-                  COALESCE(o.paid_amount_minor, o.amount_minor) AS amount, {} AS fee \
-                  FROM {}) d \
+                  COALESCE(o.paid_amount_minor, o.amount_minor) AS amount, \
+                  COALESCE({}, 0) AS fee FROM {}) d \
              GROUP BY d.subject, d.currency",
-            our_payment_fee(),
+            payment_fee(fee_rate),
             paid_on_day()
         ));
         sqlx::query(&q)
@@ -1033,8 +1036,9 @@ impl Store {
             .await?;
         let q = self.sql(&format!(
             "{totals} (SELECT 'Refund' AS subject, r.currency AS currency, \
-                  r.amount_minor AS amount, r.fee_minor AS fee FROM {}) d \
+                  r.amount_minor AS amount, COALESCE({}, 0) AS fee FROM {}) d \
              GROUP BY d.subject, d.currency",
+            refund_fee(fee_rate),
             refunded_on_day()
         ));
         sqlx::query(&q)
@@ -1270,13 +1274,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_fee_lookup_follows_the_ledger_entry_id() {
-        let sql = our_payment_fee();
+    fn channel_fees_come_from_the_rate_not_the_ledger() {
+        let rate = ChannelFeeRate::new(Decimal::new(6, 3)).ok();
+        let sql = payment_fee(rate);
         assert!(
-            sql.contains("'pay:' || o.order_id || ':succeeded'"),
+            sql.contains("COALESCE(o.paid_amount_minor, o.amount_minor)"),
             "{sql}"
         );
-        assert!(sql.contains("'platform:fees'"), "{sql}");
+        assert!(sql.contains("* 6000"), "{sql}");
+        assert!(!sql.contains("platform:fees"), "{sql}");
+        assert_eq!(payment_fee(None), NULL_INT);
+        assert_eq!(refund_fee(None), NULL_INT);
+        assert!(refund_fee_sum(rate).contains("sr.state = 'Succeeded'"));
     }
 
     #[test]

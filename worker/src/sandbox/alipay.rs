@@ -9,7 +9,7 @@ mod payout;
 mod refund;
 mod trade;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -100,6 +100,49 @@ pub struct Knobs {
     /// does until it has generated the day's bill (the morning after); unset (the default), it
     /// serves any day at once, today's trades so far included.
     pub statement_pending: bool,
+    /// Differences planted in statements (reconciliation tests); none by default: a day's
+    /// statement is then exactly the trades paid that day.
+    pub statement: StatementKnobs,
+}
+
+/// Differences planted in the statements, for reconciliation tests; read by both sandboxes
+/// (each writes its own format). Keys are `out_trade_no`s. Statement knobs apply to statements
+/// (and, for `status`, queries) served from now on.
+#[derive(Debug, Clone, Default)]
+pub struct StatementKnobs {
+    /// The next this-many statement queries answer "not generated yet" (Alipay
+    /// `isp.bill_not_exist`, WeChat Pay `STATEMENT_CREATING`), then statements are served.
+    pub not_ready_times: u32,
+    /// Statements are also served for days up to this many days after today (Beijing time),
+    /// so a trade moved to the next day's statement can be reconciled the same day.
+    pub days_ahead: u32,
+    /// Lines of trades the sandbox never had (nor we), each in the statement of its day.
+    pub extra: Vec<ExtraLine>,
+    /// Trades left out of every statement.
+    pub omit: BTreeSet<String>,
+    /// A trade's amount (yuan) as its statement line writes it.
+    pub amount: BTreeMap<String, Decimal>,
+    /// A trade's fee (yuan) as its statement line writes it (else 0.6 % of what was paid).
+    pub fee: BTreeMap<String, Decimal>,
+    /// A trade's status as the channel has it: in its statement line and (Alipay sandbox) in
+    /// its query answers, e.g. `Closed` for a trade the channel refunded or revoked on its own.
+    /// (A difference in the statement only would be dismissed by reconciliation, whose
+    /// confirming query would find the trade as we have it.)
+    pub status: BTreeMap<String, SandboxStatus>,
+    /// Trades listed in the statement of the day after the one they were paid (cross-day),
+    /// at that day's first second.
+    pub next_day: BTreeSet<String>,
+}
+
+/// A statement line for a trade nobody has.
+#[derive(Debug, Clone)]
+pub struct ExtraLine {
+    pub out_trade_no: String,
+    pub trade_no: String,
+    /// Yuan.
+    pub amount: Decimal,
+    /// When the channel says it was paid (unix ms): the statement it is in.
+    pub paid_at_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,5 +11,6 @@ pub mod alipay;
 pub mod wechat;
 
 pub use alipay::{
-    Knobs, NotifyMode, PayoutMode, SandboxConfig, SandboxHandle, SandboxOrder, spawn,
+    ExtraLine, Knobs, NotifyMode, PayoutMode, SandboxConfig, SandboxHandle, SandboxOrder,
+    SandboxStatus, StatementKnobs, spawn,
 };

@@ -42,8 +42,12 @@
 //! a backtick (commas stay inside fields: readers split on `` ,` ``), then the summary header and
 //! the summary line; amounts in yuan, fees with five decimals (the sandbox charges 0.60%, rounded
 //! half-up to the fen, given back on refunds), lines ending in `\r\n`. A day without any line
-//! has no bill (`NO_STATEMENT_EXIST`), as at WeChat Pay. Each `tradebill` answer cuts the bill
-//! then and keeps it under its download token, so the file always matches its `hash_value`.
+//! has no bill (`NO_STATEMENT_EXIST`), as at WeChat Pay; a day not begun yet, or bills held by
+//! the `statement_pending` or `statement.not_ready_times` knobs, answer `STATEMENT_CREATING`
+//! (not generated yet). The other statement knobs plant differences in payment lines, as in the
+//! Alipay sandbox (a `Closed` status is written `REVOKED`; queries are not affected). Each
+//! `tradebill` answer cuts the bill then and keeps it under its download token, so the file
+//! always matches its `hash_value`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -390,6 +394,13 @@ fn fee_text(fen: i64) -> String {
 /// The sandbox's fee on `fen`, rounded half-up to the fen.
 fn fee(fen: i64) -> i64 {
     (fen * FEE_PER_MILLE + 500) / 1000
+}
+
+/// A yuan amount of a statement knob in fen (`None` below a fen's precision).
+fn fen_of(yuan: Decimal) -> Option<i64> {
+    use rust_decimal::prelude::ToPrimitive;
+    let fen = yuan * Decimal::from(100);
+    fen.fract().is_zero().then(|| fen.to_i64()).flatten()
 }
 
 /// A positive yuan amount (the `paid_amount` knob) in fen.
@@ -1410,15 +1421,52 @@ fn bill_row(
     }
 }
 
-/// The `ALL` bill of `date` (Beijing), or `None` when that day has no line.
+/// The `ALL` bill of `date` (Beijing), or `None` when that day has no line. The statement
+/// knobs plant differences in payment lines (omitted, another amount or fee, `REVOKED` for a
+/// `Closed` status, moved to the next day) and add lines of trades nobody has.
 fn trade_bill(inner: &Inner, date: NaiveDate) -> Option<String> {
+    let planted = inner.knobs().statement;
     let on_date = |ms: &i64| beijing_time(*ms).date_naive() == date;
     let mut rows: Vec<BillRow> = Vec::new();
     {
         let trades = inner.trades.lock().expect("sandbox lock");
         for t in trades.values() {
-            if let Some(at) = t.paid_at_ms.filter(on_date) {
-                rows.push(bill_row(&inner.cfg, t, at, None));
+            let no = &t.out_trade_no;
+            let paid_at = t.paid_at_ms.map(|at| {
+                if planted.next_day.contains(no) {
+                    let next = beijing_time(at).date_naive() + chrono::Days::new(1);
+                    payflow_activities::recon::compare::day_window(next).0
+                } else {
+                    at
+                }
+            });
+            if let Some(at) = paid_at.filter(on_date)
+                && !planted.omit.contains(no)
+            {
+                let mut planted_trade = t.clone();
+                if let Some(amount) = planted.amount.get(no).and_then(|a| fen_of(*a)) {
+                    planted_trade.paid = amount;
+                }
+                let mut row = bill_row(&inner.cfg, &planted_trade, at, None);
+                let mut fields: Vec<String> = row
+                    .line
+                    .strip_prefix('`')
+                    .unwrap_or(&row.line)
+                    .split(",`")
+                    .map(str::to_string)
+                    .collect();
+                // The fee on what was paid, whatever amount the line shows, unless planted.
+                row.fee = planted
+                    .fee
+                    .get(no)
+                    .and_then(|f| fen_of(*f))
+                    .unwrap_or_else(|| fee(t.paid));
+                fields[22] = fee_text(row.fee);
+                if planted.status.get(no) == Some(&SandboxStatus::Closed) {
+                    fields[9] = "REVOKED".into();
+                }
+                row.line = bill_line(&fields);
+                rows.push(row);
             }
             for r in &t.refunds {
                 if on_date(&r.created_at_ms) {
@@ -1426,6 +1474,29 @@ fn trade_bill(inner: &Inner, date: NaiveDate) -> Option<String> {
                 }
             }
         }
+    }
+    for x in planted.extra.iter().filter(|x| on_date(&x.paid_at_ms)) {
+        let Some(paid) = fen_of(x.amount) else {
+            continue;
+        };
+        let ghost = WechatTrade {
+            out_trade_no: x.out_trade_no.clone(),
+            transaction_id: x.trade_no.clone(),
+            code_url: String::new(),
+            description: "unknown".into(),
+            total: paid,
+            paid,
+            status: SandboxStatus::Success,
+            time_expire: None,
+            paid_at_ms: Some(x.paid_at_ms),
+            notify_mode: NotifyMode::Never,
+            notify_url: String::new(),
+            notifications_sent: 0,
+            acknowledged: false,
+            pay_after_close: None,
+            refunds: Vec::new(),
+        };
+        rows.push(bill_row(&inner.cfg, &ghost, x.paid_at_ms, None));
     }
     if rows.is_empty() {
         return None;
@@ -1467,18 +1538,31 @@ fn tradebill_answer(inner: &Arc<Inner>, r: &Received) -> Answer {
     if r.query_param("tar_type").is_some() {
         return Answer::param_error("the sandbox serves uncompressed bills only");
     }
-    let not_ready = || {
-        Answer::error(
-            StatusCode::BAD_REQUEST,
-            "NO_STATEMENT_EXIST",
-            "账单文件不存在",
-        )
+    // Not generated yet (held by a knob, or a day not begun): ask again later.
+    let creating = {
+        let mut knobs = inner.knobs.lock().expect("sandbox lock");
+        let last_day = beijing_time(now_ms()).date_naive()
+            + chrono::Days::new(u64::from(knobs.statement.days_ahead));
+        let held = knobs.statement.not_ready_times > 0;
+        if held {
+            knobs.statement.not_ready_times -= 1;
+        }
+        held || knobs.statement_pending || date > last_day
     };
-    if inner.knobs().statement_pending || date > beijing_time(now_ms()).date_naive() {
-        return not_ready();
+    if creating {
+        return Answer::error(
+            StatusCode::BAD_REQUEST,
+            wire::CODE_STATEMENT_CREATING,
+            "账单生成中",
+        );
     }
+    // A day without any trade has no bill, and never will.
     let Some(bill) = trade_bill(inner, date) else {
-        return not_ready();
+        return Answer::error(
+            StatusCode::BAD_REQUEST,
+            wire::CODE_NO_STATEMENT_EXIST,
+            "账单文件不存在",
+        );
     };
     // The statement lives on this server, under the name the caller reached it by.
     let host = r
@@ -2143,10 +2227,10 @@ mod tests {
         };
         let Rig { sandbox, channel } = rig(knobs, vec![]).await;
         let today = beijing_time(now_ms()).date_naive();
-        // No trade today yet: no bill, as at WeChat Pay.
+        // No trade today yet: no bill, and none to wait for (an empty statement).
         assert_eq!(
             channel.statement_url(today).await.unwrap(),
-            StatementUrl::NotReady
+            StatementUrl::Empty
         );
         channel
             .precreate(&prepay("T5000001", "12.34", NOWHERE))
@@ -2278,18 +2362,120 @@ mod tests {
         );
         assert_eq!(lines[5], "`3,`12.34,`3.34,`0.00,`0.05000,`12.34,`3.34");
 
-        // Tomorrow, a day without trades, or while the knob holds bills back: not yet.
-        for day in [today.succ_opt().unwrap(), today.pred_opt().unwrap()] {
-            assert_eq!(
-                channel.statement_url(day).await.unwrap(),
-                StatementUrl::NotReady,
-                "{day}"
-            );
-        }
+        // Tomorrow, or while a knob holds bills back: not generated yet. A day without
+        // trades: no bill at all.
+        assert_eq!(
+            channel
+                .statement_url(today.succ_opt().unwrap())
+                .await
+                .unwrap(),
+            StatementUrl::NotReady
+        );
+        assert_eq!(
+            channel
+                .statement_url(today.pred_opt().unwrap())
+                .await
+                .unwrap(),
+            StatementUrl::Empty
+        );
+        sandbox.update_knobs(|k| k.statement.not_ready_times = 1);
+        assert_eq!(
+            channel.statement_url(today).await.unwrap(),
+            StatementUrl::NotReady
+        );
+        assert!(matches!(
+            channel.statement_url(today).await.unwrap(),
+            StatementUrl::Ready(_)
+        ));
         sandbox.update_knobs(|k| k.statement_pending = true);
         assert_eq!(
             channel.statement_url(today).await.unwrap(),
             StatementUrl::NotReady
+        );
+    }
+
+    /// The statement knobs plant differences in the bill, which the adapter downloads (a
+    /// signed GET, streamed, checked against its SHA-1) and the reconciliation parser reads.
+    #[tokio::test]
+    async fn statement_knobs_plant_differences_in_the_bill() {
+        use payflow_activities::channels::StatementFile;
+        use payflow_activities::recon::{LineStatus, StatementParser};
+
+        let knobs = Knobs {
+            notify: NotifyMode::Never,
+            ..Knobs::default()
+        };
+        let Rig { sandbox, channel } = rig(knobs, vec![]).await;
+        let today = beijing_time(now_ms()).date_naive();
+        for (no, amount) in [
+            ("T6000001", "10.00"),
+            ("T6000002", "20.00"),
+            ("T6000003", "30.00"),
+            ("T6000004", "40.00"),
+            ("T6000005", "50.00"),
+        ] {
+            channel
+                .precreate(&prepay(no, amount, NOWHERE))
+                .await
+                .unwrap();
+            sandbox.pay(no);
+        }
+        sandbox.update_knobs(|k| {
+            k.statement = crate::sandbox::StatementKnobs {
+                not_ready_times: 1,
+                days_ahead: 1,
+                extra: vec![crate::sandbox::ExtraLine {
+                    out_trade_no: "ghost".into(),
+                    trade_no: "4200009999".into(),
+                    amount: Decimal::new(777, 2),
+                    paid_at_ms: now_ms(),
+                }],
+                omit: ["T6000002".to_string()].into(),
+                amount: [("T6000003".to_string(), Decimal::new(3100, 2))].into(),
+                fee: [("T6000004".to_string(), Decimal::new(99, 2))].into(),
+                status: [("T6000005".to_string(), SandboxStatus::Closed)].into(),
+                next_day: ["T6000001".to_string()].into(),
+            }
+        });
+        let read = |file: StatementFile| async move {
+            let StatementFile::Ready { format, body } = file else {
+                panic!("no statement: {file:?}");
+            };
+            let mut parser = StatementParser::open(format, "wechat", body).await.unwrap();
+            let mut lines = Vec::new();
+            while let Some(l) = parser.next_line().await.unwrap() {
+                lines.push(l);
+            }
+            lines
+        };
+        assert!(matches!(
+            channel.open_statement(today).await.unwrap(),
+            StatementFile::NotReady
+        ));
+        let lines = read(channel.open_statement(today).await.unwrap()).await;
+        let by_order = |no: &str| lines.iter().find(|l| l.order_no == no).cloned();
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+        assert!(by_order("T6000001").is_none() && by_order("T6000002").is_none());
+        let amount = by_order("T6000003").unwrap();
+        // Another amount; the fee is still the one on what was paid (0.6 % of 30.00).
+        assert_eq!(amount.amount, cny("31.00"));
+        assert_eq!(amount.fee_minor(), Some(18));
+        assert_eq!(by_order("T6000004").unwrap().fee_minor(), Some(99));
+        assert_eq!(by_order("T6000005").unwrap().status, LineStatus::Revoked);
+        assert_eq!(by_order("ghost").unwrap().amount, cny("7.77"));
+        // The cross-day trade is in tomorrow's bill, at its first second.
+        let tomorrow = read(
+            channel
+                .open_statement(today.succ_opt().unwrap())
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(tomorrow.len(), 1);
+        assert_eq!(tomorrow[0].order_no, "T6000001");
+        assert_eq!(
+            tomorrow[0].occurred_at_ms,
+            payflow_activities::recon::compare::day_window(today.succ_opt().unwrap()).0
         );
     }
 

@@ -49,11 +49,12 @@ use serde::de::DeserializeOwned;
 
 use super::{
     Channel, ChannelError, CloseOutcome, NoticeError, PayoutRequest, PayoutState, PrecreateRequest,
-    PrecreateResponse, RefundRequest, RefundResult, RefundState, StatementUrl, TradeQuery,
-    TradeState, VerifiedNotice,
+    PrecreateResponse, RefundRequest, RefundResult, RefundState, StatementFile, StatementUrl,
+    TradeQuery, TradeState, VerifiedNotice, statement,
 };
 use crate::crypto::CryptoError;
 use crate::crypto::rsa_keys::{RsaSigner, RsaVerifier};
+use crate::recon::StatementFormat;
 
 /// The merchant's API v3 key: 32 bytes, the AES-256-GCM key of notification resources.
 pub struct ApiV3Key(SecretBox<[u8; 32]>);
@@ -455,20 +456,34 @@ fn refund_query_result(
 
 /// Maps the trade bill answer (or its error).
 fn statement_result(answer: Result<String, ChannelError>) -> Result<StatementUrl, ChannelError> {
+    trade_bill_result(answer).map(|(url, _)| url)
+}
+
+/// Maps the trade bill answer (or its error), with the SHA-1 (lowercase hex) it announces for
+/// the file when `hash_type` is `SHA1`. `STATEMENT_CREATING`: not ready; `NO_STATEMENT_EXIST`:
+/// no trade that day, an empty statement.
+fn trade_bill_result(
+    answer: Result<String, ChannelError>,
+) -> Result<(StatementUrl, Option<String>), ChannelError> {
     let text = match answer {
         Ok(text) => text,
-        Err(ChannelError::Declined { code, .. })
-            if wire::CODES_STATEMENT_NOT_READY.contains(&code.as_str()) =>
-        {
-            return Ok(StatementUrl::NotReady);
+        Err(ChannelError::Declined { code, .. }) if code == wire::CODE_STATEMENT_CREATING => {
+            return Ok((StatementUrl::NotReady, None));
+        }
+        Err(ChannelError::Declined { code, .. }) if code == wire::CODE_NO_STATEMENT_EXIST => {
+            return Ok((StatementUrl::Empty, None));
         }
         Err(e) => return Err(e),
     };
     let r: wire::TradeBillResponse = parse("trade bill", &text)?;
+    let sha1 = match (r.hash_type.as_deref(), r.hash_value) {
+        (Some(t), Some(v)) if t.eq_ignore_ascii_case("SHA1") => Some(v.to_ascii_lowercase()),
+        _ => None,
+    };
     match r.download_url.as_deref() {
         Some(text) => match url::Url::parse(text) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {
-                Ok(StatementUrl::Ready(text.to_string()))
+                Ok((StatementUrl::Ready(text.to_string()), sha1))
             }
             _ => Err(ChannelError::Untrusted(format!(
                 "download_url {text:?} is not an http(s) address"
@@ -530,6 +545,31 @@ impl WechatChannel {
         Ok(url)
     }
 
+    /// The `Authorization` header of a request to `url`.
+    fn authorization(
+        &self,
+        what: &str,
+        method: &str,
+        url: &url::Url,
+        body: &str,
+    ) -> Result<String, ChannelError> {
+        let path_and_query = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        };
+        sign::authorization(
+            &self.cfg.mchid,
+            &self.cfg.merchant_serial_no,
+            &self.cfg.merchant_private_key,
+            method,
+            &path_and_query,
+            now_secs(),
+            &sign::nonce(),
+            body,
+        )
+        .map_err(|e| ChannelError::Transient(format!("{what}: signing: {e}")))
+    }
+
     /// Sends a signed request and returns the verified body of a 2xx answer.
     async fn call(
         &self,
@@ -538,22 +578,8 @@ impl WechatChannel {
         url: url::Url,
         body: Option<String>,
     ) -> Result<String, ChannelError> {
-        let path_and_query = match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_string(),
-        };
         let body_text = body.unwrap_or_default();
-        let authorization = sign::authorization(
-            &self.cfg.mchid,
-            &self.cfg.merchant_serial_no,
-            &self.cfg.merchant_private_key,
-            method.as_str(),
-            &path_and_query,
-            now_secs(),
-            &sign::nonce(),
-            &body_text,
-        )
-        .map_err(|e| ChannelError::Transient(format!("{what}: signing: {e}")))?;
+        let authorization = self.authorization(what, method.as_str(), &url, &body_text)?;
         let mut request = self
             .http
             .request(method.clone(), url)
@@ -756,6 +782,53 @@ impl Channel for WechatChannel {
             ],
         )?;
         statement_result(self.get("trade bill", url).await)
+    }
+
+    /// The trade bill, downloaded with a signed `GET` from the `download_url` (which must be on
+    /// the configured API host: our signature never goes anywhere else) and checked against
+    /// the SHA-1 of the signed answer as it is read. The file itself is not signed, as at
+    /// WeChat Pay.
+    async fn open_statement(&self, date: chrono::NaiveDate) -> Result<StatementFile, ChannelError> {
+        let format = StatementFormat::WechatTradeAll;
+        let bill_date = date.format("%Y-%m-%d").to_string();
+        let url = self.url(
+            wire::PATH_TRADEBILL,
+            &[],
+            &[
+                ("bill_date", &bill_date),
+                ("bill_type", wire::BILL_TYPE_ALL),
+            ],
+        )?;
+        let (download, sha1) = match trade_bill_result(self.get("trade bill", url).await)? {
+            (StatementUrl::Ready(u), sha1) => (u, sha1),
+            (StatementUrl::NotReady, _) => return Ok(StatementFile::NotReady),
+            (StatementUrl::Empty, _) => return Ok(StatementFile::Empty { format }),
+        };
+        let download = url::Url::parse(&download)
+            .map_err(|e| ChannelError::Untrusted(format!("download_url: {e}")))?;
+        if download.origin() != self.cfg.base_url.origin() {
+            return Err(ChannelError::Untrusted(format!(
+                "download_url {download} is not on the API host {}",
+                self.cfg.base_url
+            )));
+        }
+        if sha1.is_none() {
+            tracing::warn!(channel = %self.cfg.name, %date, "trade bill without a SHA1 hash_value");
+        }
+        let what = "trade bill download";
+        let authorization = self.authorization(what, "GET", &download, "")?;
+        let resp = self
+            .http
+            .get(download)
+            .header(AUTHORIZATION, authorization)
+            .timeout(statement::DOWNLOAD_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| ChannelError::Transient(format!("{what}: {e}")))?;
+        Ok(StatementFile::Ready {
+            format,
+            body: statement::response_body(what, resp, sha1)?,
+        })
     }
 
     /// WeChat Pay notifications are JSON with signature headers, not forms.
@@ -1295,12 +1368,19 @@ mod tests {
             statement_result(Ok(ok.to_string())),
             Ok(StatementUrl::Ready(url.into()))
         );
-        for code in ["NO_STATEMENT_EXIST", "STATEMENT_CREATING"] {
-            assert_eq!(
-                statement_result(Err(declined(code))),
-                Ok(StatementUrl::NotReady)
-            );
-        }
+        assert_eq!(
+            statement_result(Err(declined("STATEMENT_CREATING"))),
+            Ok(StatementUrl::NotReady)
+        );
+        // A day without any trade has no bill, and never will: an empty statement.
+        assert_eq!(
+            statement_result(Err(declined("NO_STATEMENT_EXIST"))),
+            Ok(StatementUrl::Empty)
+        );
+        assert_eq!(
+            trade_bill_result(Ok(ok.to_string())).unwrap().1.as_deref(),
+            Some("79bb0f45fc4c42234a918000b2668d689e2bde04")
+        );
         assert_eq!(
             statement_result(Err(declined("INVALID_REQUEST"))),
             Err(declined("INVALID_REQUEST"))
@@ -1563,7 +1643,7 @@ mod tests {
                     "hash_value": "79bb0f45fc4c42234a918000b2668d689e2bde04",
                     "download_url": "https://api.mch.weixin.qq.com/v3/billdownload/file?token=t0k3n"
                 })),
-                ("GET", ["v3", "bill", "tradebill"]) => error(400, "NO_STATEMENT_EXIST"),
+                ("GET", ["v3", "bill", "tradebill"]) => error(400, "STATEMENT_CREATING"),
                 _ => error(404, "RESOURCE_NOT_EXISTS"),
             }
         }

@@ -34,9 +34,11 @@ pub const CODE_ORDER_CLOSED: &str = "ORDER_CLOSED";
 /// "No such trade": the v3 spelling, the v2 one some endpoints still use, and the generic
 /// resource code (refund query of an unknown `out_refund_no`).
 pub const CODES_NOT_FOUND: &[&str] = &["ORDER_NOT_EXIST", "ORDERNOTEXIST", "RESOURCE_NOT_EXISTS"];
-/// Trade bill of a day with no statement (yet): generated the next morning, Beijing time;
-/// `NO_STATEMENT_EXIST` is also the answer for a day without any trade.
-pub const CODES_STATEMENT_NOT_READY: &[&str] = &["NO_STATEMENT_EXIST", "STATEMENT_CREATING"];
+/// Trade bill of a day not generated yet (the next morning, Beijing time): ask again later.
+pub const CODE_STATEMENT_CREATING: &str = "STATEMENT_CREATING";
+/// Trade bill of a day without any trade: there is none, and there will be none (an empty
+/// statement, not a late one).
+pub const CODE_NO_STATEMENT_EXIST: &str = "NO_STATEMENT_EXIST";
 
 /// The body of every error answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -188,11 +188,13 @@ pub(super) fn precreate(
 }
 
 pub(super) fn query(inner: &Arc<Inner>, out_trade_no: &str) -> serde_json::Value {
+    // The channel's own view of the trade, when a statement knob sets one.
+    let planted = inner.knobs().statement.status.get(out_trade_no).cloned();
     let orders = inner.orders.lock().expect("sandbox lock");
     match orders.get(out_trade_no) {
         None => business_failed("ACQ.TRADE_NOT_EXIST", "trade does not exist"),
         Some(o) => {
-            let status = match o.status {
+            let status = match planted.as_ref().unwrap_or(&o.status) {
                 SandboxStatus::WaitBuyerPay => "WAIT_BUYER_PAY",
                 SandboxStatus::Success => "TRADE_SUCCESS",
                 // Also a trade refunded in full, as at Alipay.
