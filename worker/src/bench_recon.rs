@@ -22,8 +22,8 @@
 //! Memory: the process's VmRSS before the run and its peak (VmHWM, reset at the start of the run
 //! through `/proc/self/clear_refs`) during it. The smaller statement, measured first in the same
 //! process, is the baseline: a streaming reconciliation's peak does not grow with the statement.
-//! With `--rounds`, times are medians and memory figures the maxima over the rounds (a later
-//! round starts with the memory the allocator kept from the earlier ones).
+//! With `--rounds`, times are medians, and the memory figures those of the round whose peak grew
+//! the most (a later round starts with the memory the allocator kept from the earlier ones).
 //!
 //! The statement has a few planted differences, and the bench fails unless exactly those are
 //! reported (with exact line and record counts). Not a test: it prints figures.
@@ -92,7 +92,8 @@ pub struct BenchReconArgs {
     /// Candidates per page when checking them with the channel.
     #[arg(long, default_value_t = 100)]
     pub page: u32,
-    /// Runs of each column, each on a fresh database; times are medians, memory the maximum.
+    /// Runs of each column, each on a fresh database; times are medians, memory figures those of
+    /// the round whose peak grew the most.
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
     /// On PostgreSQL, `ANALYZE recon_lines` between the load and the comparison (timed on its
@@ -850,7 +851,7 @@ struct Measured {
     rss_before_kib: u64,
     peak_kib: u64,
     rss_after_kib: u64,
-    /// `peak_kib - rss_before_kib` of the round (the maximum over rounds once combined).
+    /// `peak_kib - rss_before_kib` of the round.
     growth_kib: u64,
     peak_reset: bool,
     verdict: String,
@@ -1186,17 +1187,22 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
-/// Medians of the times, maxima of the memory figures, over the rounds of one column.
+/// Medians of the times over the rounds of one column; the run's memory figures are those of
+/// the round whose peak grew the most, the parse-only growth the maximum.
 fn combine(runs: &[Measured]) -> Measured {
     let med = |f: fn(&Measured) -> Duration| median(runs.iter().map(f).collect());
-    let max = |f: fn(&Measured) -> u64| runs.iter().map(f).max().unwrap_or(0);
     let first = runs.first().cloned().unwrap_or_default();
+    let worst = runs
+        .iter()
+        .max_by_key(|m| m.growth_kib)
+        .cloned()
+        .unwrap_or_default();
     Measured {
         bytes: first.bytes,
         setup: med(|m| m.setup),
         generate: med(|m| m.generate),
         parse: med(|m| m.parse),
-        parse_growth_kib: max(|m| m.parse_growth_kib),
+        parse_growth_kib: runs.iter().map(|m| m.parse_growth_kib).max().unwrap_or(0),
         load: med(|m| m.load),
         analyze: first
             .analyze
@@ -1205,13 +1211,9 @@ fn combine(runs: &[Measured]) -> Measured {
         check: med(|m| m.check),
         candidates: first.candidates,
         finish: med(|m| m.finish),
-        hwm_before_kib: max(|m| m.hwm_before_kib),
-        rss_before_kib: max(|m| m.rss_before_kib),
-        peak_kib: max(|m| m.peak_kib),
-        rss_after_kib: max(|m| m.rss_after_kib),
-        growth_kib: max(|m| m.growth_kib),
         peak_reset: runs.iter().all(|m| m.peak_reset),
         verdict: first.verdict,
+        ..worst
     }
 }
 
@@ -1305,7 +1307,7 @@ fn print_table(args: &BenchReconArgs, columns: &[Column]) {
         "every {REFUND_EVERY}th line a refund; {} planted differences + 1 dismissed; statement \
          streamed through a 64 KiB pipe; loaded {} lines per insert; channel check: in-process \
          fake (answers at once); candidates paged by {}; {} round(s): times are medians, memory \
-         the maximum",
+         from the round whose peak grew most",
         first.plan.expected().len(),
         compare::LOAD_BATCH,
         args.page,
