@@ -497,6 +497,14 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        // A fresh statement has no planner statistics on PostgreSQL, which then picks a
+        // nested-loop anti-join for the compare (52.6 s instead of 3.0 s at 100k lines,
+        // docs/BENCHMARKS.md). SQLite plans well without them.
+        if self.backend() == super::Backend::Postgres {
+            sqlx::query("ANALYZE recon_lines")
+                .execute(self.pool())
+                .await?;
+        }
         let stored = to_u64(stored);
         Ok(LoadSummary {
             lines_read,
