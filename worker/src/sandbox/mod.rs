@@ -14,3 +14,28 @@ pub use alipay::{
     ExtraLine, Knobs, NotifyMode, PayoutMode, SandboxConfig, SandboxHandle, SandboxOrder,
     SandboxStatus, StatementKnobs, spawn,
 };
+
+/// Waits until `check` holds, checking again after each change `changed` announces, or until
+/// the deadline passes; `true` when it held. Both sandboxes' `wait_until`.
+pub(crate) async fn wait_for_change(
+    changed: &tokio::sync::watch::Sender<u64>,
+    deadline: std::time::Duration,
+    mut check: impl FnMut() -> bool,
+) -> bool {
+    let mut rx = changed.subscribe();
+    tokio::time::timeout(deadline, async {
+        loop {
+            // Subscribed before checking, so a change after the check wakes us.
+            rx.borrow_and_update();
+            if check() {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                // The sandbox stopped; nothing more will change.
+                std::future::pending::<()>().await;
+            }
+        }
+    })
+    .await
+    .is_ok()
+}

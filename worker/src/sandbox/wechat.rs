@@ -335,22 +335,7 @@ impl WechatSandboxHandle {
         deadline: Duration,
         mut f: impl FnMut(&WechatSandboxHandle) -> bool,
     ) -> bool {
-        let mut rx = self.inner.changed.subscribe();
-        tokio::time::timeout(deadline, async {
-            loop {
-                // Subscribed before checking, so a change after the check wakes us.
-                rx.borrow_and_update();
-                if f(self) {
-                    return;
-                }
-                if rx.changed().await.is_err() {
-                    // The sandbox stopped; nothing more will change.
-                    std::future::pending::<()>().await;
-                }
-            }
-        })
-        .await
-        .is_ok()
+        super::wait_for_change(&self.inner.changed, deadline, || f(self)).await
     }
 }
 
