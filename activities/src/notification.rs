@@ -1,4 +1,5 @@
-//! Notification activities: build the signed callback body and make one delivery attempt.
+//! Notification activities: start an event's Notification workflow, build the signed callback
+//! body and make one delivery attempt.
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use crate::merchants::MerchantStatus;
 use crate::metrics::NotifyOutcome;
 use crate::notify::Callback;
+use crate::payment::transient;
 use crate::services::SharedServices;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,6 +53,12 @@ fn default_continue_after_events() -> u32 {
     crate::services::DEFAULT_CONTINUE_AFTER_EVENTS
 }
 
+/// An event to hand to its own Notification workflow (`notify/{merchant}/{event_id}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartNotification {
+    pub request: NotificationRequest,
+}
+
 /// What the merchant receives: `{"type", "timestamp", "data"}`.
 #[derive(Serialize)]
 struct Body<'a> {
@@ -72,10 +80,26 @@ impl NotifyActivities {
 
 #[activities]
 impl NotifyActivities {
+    /// Starts the event's Notification workflow; an event already started is left as it is
+    /// (idempotent by workflow id), so a retried or replayed step sends nothing twice.
+    #[activity]
+    pub async fn start_notification(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: StartNotification,
+    ) -> Result<(), ActivityError> {
+        let payflow = self
+            .services
+            .temporal
+            .get()
+            .ok_or_else(|| transient("the worker has no Temporal client yet"))?;
+        payflow.notify(input.request).await.map_err(transient)
+    }
+
     #[activity]
     pub async fn deliver(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: Deliver,
     ) -> Result<DeliverOutcome, ActivityError> {
         let s = &self.services;
@@ -102,7 +126,10 @@ impl NotifyActivities {
         .map_err(|e| {
             ActivityError::application(ApplicationFailure::non_retryable(e.to_string()))
         })?;
-        let pass = match s.gate.enter(req.merchant_id.as_str()) {
+        // Deferred, this workflow waits in the merchant's line and is woken (signal `wake`)
+        // when the merchant has room.
+        let waiter = ctx.info().workflow_id.as_deref();
+        let pass = match s.gate.enter(req.merchant_id.as_str(), waiter) {
             Ok(pass) => pass,
             Err(deferral) => {
                 s.metrics

@@ -71,6 +71,9 @@ pub struct Services {
     pub notify_schedule_ms: Vec<u64>,
     /// A Notification workflow continues as new past this many history events.
     pub notify_continue_after_events: u32,
+    /// The worker's own Temporal client, set once it is connected: workflows start the
+    /// merchant callbacks of their events through it (a local activity).
+    pub temporal: std::sync::OnceLock<payflow_client::Payflow>,
     /// Business metrics (disabled unless the worker exports metrics); see
     /// [`Services::with_metrics`].
     pub metrics: crate::metrics::Metrics,

@@ -47,6 +47,8 @@ pub mod names {
     pub const RESEND: &str = "resend";
     /// Operator signal: skip the current wait before the next attempt.
     pub const RETRY_NOW: &str = "retry_now";
+    /// Worker to Notification: the merchant it waits for has room now.
+    pub const WAKE: &str = "wake";
     /// Operator signal: a reconciliation parked in `Manual` tries again (a fresh statement
     /// retry cycle).
     pub const RETRY: &str = "retry";
@@ -216,6 +218,10 @@ message_def!(
 );
 message_def!(
     signal RetryNow, NotificationWorkflow, names::RETRY_NOW, ()
+);
+message_def!(
+    /// Sent by the worker's merchant gate to a deferred delivery when its merchant has room.
+    signal Wake, NotificationWorkflow, names::WAKE, ()
 );
 
 /// Search attributes payflow workflows upsert, with their Temporal types. Registered by

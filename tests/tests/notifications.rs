@@ -1,11 +1,16 @@
 //! Merchant callbacks end to end: retries on the schedule with every attempt recorded,
 //! exhaustion and operator resend, blocked merchants, and long deliveries continuing as new.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use temporalio_common::protos::temporal::api::enums::v1::EventType;
+use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+use tokio::sync::watch;
 
 use payflow::cli_notify::{NotifyCommand, TemporalArgs};
 use payflow::stack::{self, Stack};
-use payflow_client::definitions::{NotificationWorkflow, task_queues};
+use payflow_client::definitions::{NotificationWorkflow, names, task_queues};
 use payflow_client::ids::notification_workflow_id;
 use payflow_client::{
     EventId, MerchantId, NotificationRequest, NotificationStatus, NotifyState, Priority,
@@ -186,5 +191,126 @@ async fn a_long_delivery_continues_as_new_and_keeps_its_attempts() {
         5,
         "no attempt repeated by a new run"
     );
+    app.shutdown().await.unwrap();
+}
+
+/// A merchant endpoint that holds every callback until released, recording the order in
+/// which the events arrived.
+struct HoldingMerchant {
+    url: String,
+    arrived: Arc<Mutex<Vec<String>>>,
+    release: watch::Sender<bool>,
+}
+
+impl HoldingMerchant {
+    async fn spawn() -> HoldingMerchant {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/notify", listener.local_addr().unwrap());
+        let arrived = Arc::new(Mutex::new(Vec::new()));
+        let (release, released) = watch::channel(false);
+        let seen = arrived.clone();
+        let app = axum::Router::new().route(
+            "/notify",
+            axum::routing::post(move |headers: axum::http::HeaderMap| {
+                let seen = seen.clone();
+                let mut released = released.clone();
+                async move {
+                    let id = headers["webhook-id"].to_str().unwrap().to_string();
+                    seen.lock().unwrap().push(id);
+                    let _ = released.wait_for(|open| *open).await;
+                    "ok"
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        HoldingMerchant {
+            url,
+            arrived,
+            release,
+        }
+    }
+
+    fn arrived(&self) -> Vec<String> {
+        self.arrived.lock().unwrap().clone()
+    }
+}
+
+/// Deliveries over a merchant's bound (4 at once) wait in its line and are woken by the gate
+/// as the merchant's slots free: no polling, no move to the retry queue, no fallback timer
+/// (30 s) waited out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_over_a_busy_merchant_s_bound_wait_in_line_and_are_woken() {
+    let merchant = HoldingMerchant::spawn().await;
+    let secret = payflow_tests::keys().path(payflow::devkeys::DevKeys::MERCHANT_SECRET);
+    let extra = format!(
+        "\n[[merchants]]\nid = \"slowshop\"\nnotify_url = \"{}\"\n\
+         allowed_notify_hosts = [\"127.0.0.1\"]\nallow_plain_http = [\"127.0.0.1\"]\n\
+         allow_private_network = true\nwebhook_secret = {{ file = \"{}\" }}\n",
+        merchant.url,
+        secret.display()
+    );
+    let Some(app) = spawn_app_with(Db::Sqlite, Timing::default(), extra).await else {
+        return;
+    };
+    let events: Vec<NotificationRequest> = (0..7)
+        .map(|i| NotificationRequest {
+            priority: Priority::Realtime,
+            ..event("slowshop", &format!("e-line-{i}"))
+        })
+        .collect();
+    for e in &events {
+        app.payflow.notify(e.clone()).await.unwrap();
+    }
+    // Four reach the merchant and hang there; the other three are deferred (Retrying, no
+    // attempt made).
+    let mut waiting = Vec::new();
+    for e in &events {
+        let s = notification_where(&app, e, "delivering or deferred", |s| {
+            s.state == NotifyState::Retrying || merchant.arrived().contains(&s.event_id.to_string())
+        })
+        .await;
+        if s.state == NotifyState::Retrying {
+            assert!(s.attempts.is_empty(), "deferred, not attempted: {s:?}");
+            waiting.push(e.clone());
+        }
+    }
+    assert_eq!(merchant.arrived().len(), 4, "the merchant's bound");
+    assert_eq!(waiting.len(), 3);
+    merchant.release.send(true).unwrap();
+    for e in &waiting {
+        let s =
+            notification_where(&app, e, "delivered", |s| s.state == NotifyState::Delivered).await;
+        assert_eq!(s.attempts.len(), 1, "one attempt: {s:?}");
+        assert_eq!(s.runs, 0, "waited in place, not on the retry queue: {s:?}");
+        let id = notification_workflow_id(&e.merchant_id, &e.event_id);
+        let events = app
+            .payflow
+            .temporal()
+            .get_workflow_handle::<NotificationWorkflow>(id.to_string())
+            .fetch_history(Default::default())
+            .into_events()
+            .await
+            .unwrap();
+        let woken = events.iter().any(|e| {
+            matches!(
+                &e.attributes,
+                Some(Attributes::WorkflowExecutionSignaledEventAttributes(a))
+                    if a.signal_name == names::WAKE
+            )
+        });
+        assert!(woken, "{id} was woken by the gate");
+        assert!(
+            !events
+                .iter()
+                .any(|e| e.event_type() == EventType::TimerFired),
+            "{id} did not wait out its fallback timer"
+        );
+    }
+    // Every event reached the merchant exactly once.
+    let mut arrived = merchant.arrived();
+    arrived.sort();
+    let mut all: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
+    all.sort();
+    assert_eq!(arrived, all);
     app.shutdown().await.unwrap();
 }

@@ -10,6 +10,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use payflow_activities::merchant_gate::GatePolicy;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -260,6 +261,35 @@ pub struct NotifyConfig {
     /// The platform's RSA key (PEM or base64 DER) signing `payflow-signature-rsa` for
     /// merchants with `sign_rsa = true`; `payflow keys public` prints its public half.
     pub platform_private_key: Option<SecretRef>,
+    /// Deliveries under way to one merchant at once, per worker; more wait in its line.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight_per_merchant: u32,
+    /// Consecutive failed attempts that open a merchant's circuit breaker.
+    #[serde(default = "default_failures_to_open")]
+    pub breaker_failures_to_open: u32,
+    /// How long an opened breaker stays open before a probe (doubles on failed probes).
+    #[serde(default = "default_breaker_open")]
+    pub breaker_open_ms: u64,
+    /// How long a delivery waiting in a busy merchant's line sleeps if no wake comes (the
+    /// gate normally wakes it as soon as the merchant has room).
+    #[serde(default = "default_busy_fallback")]
+    pub busy_fallback_ms: u64,
+}
+
+fn default_max_in_flight() -> u32 {
+    GatePolicy::default().max_in_flight
+}
+
+fn default_failures_to_open() -> u32 {
+    GatePolicy::default().failures_to_open
+}
+
+fn default_breaker_open() -> u64 {
+    GatePolicy::default().open_for.as_millis() as u64
+}
+
+fn default_busy_fallback() -> u64 {
+    GatePolicy::default().busy_wait.as_millis() as u64
 }
 
 fn default_continue_as_new_after() -> u32 {
@@ -274,6 +304,10 @@ impl Default for NotifyConfig {
             total_timeout_ms: default_total_timeout(),
             continue_as_new_after_events: default_continue_as_new_after(),
             platform_private_key: None,
+            max_in_flight_per_merchant: default_max_in_flight(),
+            breaker_failures_to_open: default_failures_to_open(),
+            breaker_open_ms: default_breaker_open(),
+            busy_fallback_ms: default_busy_fallback(),
         }
     }
 }
@@ -797,6 +831,22 @@ impl Config {
         }
         if self.notify.total_timeout_ms == 0 {
             return Err(key_err("notify.total_timeout_ms", "must be > 0"));
+        }
+        for (key, value) in [
+            (
+                "notify.max_in_flight_per_merchant",
+                u64::from(self.notify.max_in_flight_per_merchant),
+            ),
+            (
+                "notify.breaker_failures_to_open",
+                u64::from(self.notify.breaker_failures_to_open),
+            ),
+            ("notify.breaker_open_ms", self.notify.breaker_open_ms),
+            ("notify.busy_fallback_ms", self.notify.busy_fallback_ms),
+        ] {
+            if value == 0 {
+                return Err(key_err(key, "must be > 0"));
+            }
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, c) in self.channels.iter().enumerate() {

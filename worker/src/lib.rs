@@ -29,6 +29,7 @@ pub mod devkeys;
 pub mod devserver;
 pub mod ingress;
 pub mod merchant_receiver;
+pub mod notify_wakes;
 pub mod recon_setup;
 pub mod sandbox;
 pub mod stack;

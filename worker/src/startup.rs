@@ -277,7 +277,13 @@ pub async fn build_services(config: &Config) -> Result<Services, StartupError> {
         merchants,
         routing,
         health: ChannelHealth::new(HealthPolicy::default()),
-        gate: MerchantGate::new(GatePolicy::default()),
+        gate: MerchantGate::new(GatePolicy {
+            max_in_flight: config.notify.max_in_flight_per_merchant,
+            failures_to_open: config.notify.breaker_failures_to_open,
+            open_for: Duration::from_millis(config.notify.breaker_open_ms),
+            busy_wait: Duration::from_millis(config.notify.busy_fallback_ms),
+            ..GatePolicy::default()
+        }),
         deliverer,
         ingress_base_url: config.ingress.public_url.clone(),
         payment_timing: PaymentTiming {
@@ -292,6 +298,7 @@ pub async fn build_services(config: &Config) -> Result<Services, StartupError> {
         notify_schedule_ms: config.notify.retry_schedule_ms.clone(),
         notify_continue_after_events: config.notify.continue_as_new_after_events,
         metrics: payflow_activities::metrics::Metrics::disabled(),
+        temporal: std::sync::OnceLock::new(),
     })
 }
 
@@ -363,6 +370,11 @@ impl App {
             }
             None => (services, None, None),
         };
+        let app_payflow = Payflow::from_client(client.clone());
+        let _ = services.temporal.set(match codec {
+            Some(_) => app_payflow.redact_summaries(),
+            None => app_payflow,
+        });
         Ok(App {
             config,
             services: Arc::new(services),
@@ -418,6 +430,8 @@ impl App {
                     .register_activities(TransferActivities::new(self.services.clone()))
                     .register_activities(PayoutActivities::new(self.services.clone()))
                     .register_activities(LedgerActivities::new(self.services.clone()))
+                    // Their workflows start merchant callbacks (a local activity).
+                    .register_activities(NotifyActivities::new(self.services.clone()))
                     .build()
             } else if queue == task_queues::RECON {
                 opts.register_workflow::<Reconciliation>()
@@ -452,6 +466,12 @@ impl App {
         if self.config.recon.schedule {
             crate::recon_setup::ensure_schedules(&self.client, &self.config).await?;
         }
+        // Deferred callbacks wait in their merchant's line until the gate wakes them.
+        let wakes = self
+            .services
+            .gate
+            .take_wakes()
+            .map(|rx| tokio::spawn(crate::notify_wakes::run(self.client.clone(), rx)));
         let stops: Vec<_> = workers.iter().map(|w| w.shutdown_handle()).collect();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let router = ingress::router(ingress::IngressState::new(
@@ -481,6 +501,9 @@ impl App {
         ingress_result.map_err(|e| StartupError::Worker(format!("ingress: {e}")))?;
         for r in results {
             r.map_err(|e| StartupError::Worker(e.to_string()))?;
+        }
+        if let Some(wakes) = wakes {
+            wakes.abort();
         }
         self.services.store.close().await;
         Ok(())

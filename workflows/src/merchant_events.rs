@@ -1,5 +1,7 @@
-//! Merchant callbacks from any workflow: a child Notification workflow per event that outlives
-//! its parent (a parent finishing, or being reset, never cancels a callback on its way).
+//! Merchant callbacks from any workflow: a Notification workflow per event, started by a local
+//! activity through the client, so it is nobody's child: a workflow finishing, or being reset,
+//! never cancels a callback on its way. (Runs recorded before started it as an abandoned child,
+//! which costs the parent a workflow task to learn that the child started.)
 
 use payflow_client::definitions::task_queues;
 use payflow_client::{EventId, MerchantId, NotificationRequest, Priority};
@@ -8,7 +10,10 @@ use temporalio_sdk::{
     ApplicationFailure, ChildWorkflowOptions, ParentClosePolicy, WorkflowContext, WorkflowResult,
 };
 
+use payflow_activities::notification::{NotifyActivities, StartNotification};
+
 use crate::notification::Notification;
+use crate::options::store_step;
 
 /// One event for a merchant.
 pub struct MerchantEvent<'a, T: Serialize> {
@@ -36,18 +41,31 @@ pub async fn notify<W, T: Serialize>(
         Priority::Realtime => task_queues::NOTIFY_REALTIME,
         Priority::Batch => task_queues::NOTIFY_BATCH,
     };
+    let request = NotificationRequest {
+        merchant_id: event.merchant.clone(),
+        event_id,
+        event_type: event.event_type.to_string(),
+        data,
+        priority: event.priority,
+        notify_url: event.notify_url,
+        resume: None,
+    };
+    if ctx.patched(START_BY_CLIENT_PATCH) {
+        store_step(
+            ctx,
+            true,
+            NotifyActivities::start_notification,
+            StartNotification { request },
+            event.summary,
+        )
+        .await
+        .map_err(|e| invalid(&e))?;
+        return Ok(());
+    }
     let started = ctx
         .start_child_workflow(
             Notification::run,
-            NotificationRequest {
-                merchant_id: event.merchant.clone(),
-                event_id,
-                event_type: event.event_type.to_string(),
-                data,
-                priority: event.priority,
-                notify_url: event.notify_url,
-                resume: None,
-            },
+            request,
             ChildWorkflowOptions::builder()
                 .workflow_id(workflow_id)
                 .task_queue(queue.to_string())
@@ -63,3 +81,6 @@ pub async fn notify<W, T: Serialize>(
         Err(e) => Err(invalid(&e).into()),
     }
 }
+
+/// Marks runs that start callbacks through the client (see the module doc).
+const START_BY_CLIENT_PATCH: &str = "notify-started-by-client";

@@ -21,6 +21,8 @@ pub struct Notification {
     status: NotificationStatus,
     resends: u32,
     retry_nows: u32,
+    /// Wakes from the worker's merchant gate (the merchant has room for this delivery).
+    wakes: u32,
 }
 
 #[workflow_methods]
@@ -45,6 +47,7 @@ impl Notification {
             status,
             resends: 0,
             retry_nows: 0,
+            wakes: 0,
         }
     }
 
@@ -82,6 +85,8 @@ impl Notification {
                 Self::continue_as_new(ctx, &request, run, 0, None)?;
             }
             Self::set_state(ctx, NotifyState::Delivering);
+            // A wake sent while the attempt below is deferred must end the wait that follows.
+            let wakes_seen = ctx.state(|s| s.wakes);
             let number = ctx.state(|s| s.status.attempts.len() as u32) + 1;
             let outcome = ctx
                 .execute_activity(
@@ -122,6 +127,12 @@ impl Notification {
                     let wait =
                         Self::deferral_wait(ctx, retry_after_ms, breaker_open, run.deferrals);
                     run.deferrals += 1;
+                    if ctx.patched(WAIT_IN_LINE_PATCH) {
+                        // Wait in the merchant's line, right here: moving the run elsewhere
+                        // or polling costs the server work for every waiting event.
+                        Self::wait_for_wake(ctx, wait, wakes_seen).await;
+                        continue;
+                    }
                     if Self::moves_to_retry_queue(ctx) {
                         Self::continue_as_new(ctx, &request, run, wait.as_millis() as u64, RETRY)?;
                     }
@@ -170,6 +181,12 @@ impl Notification {
     pub fn retry_now(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
         self.retry_nows += 1;
     }
+
+    /// Worker: the merchant this delivery waits for has room now.
+    #[signal(name = names::WAKE)]
+    pub fn wake(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
+        self.wakes += 1;
+    }
 }
 
 impl Notification {
@@ -207,6 +224,16 @@ impl Notification {
         temporalio_sdk::workflows::select! {
             _ = ctx.timer(delay) => {}
             _ = ctx.wait_condition(move |s: &Self| s.retry_nows > seen) => {}
+        };
+    }
+
+    /// Waits until the merchant gate wakes this delivery (its merchant has room) or, if no
+    /// wake comes, `fallback` passes; `retry_now` ends the wait too.
+    async fn wait_for_wake(ctx: &mut WorkflowContext<Self>, fallback: Duration, seen: u32) {
+        let retry_nows = ctx.state(|s| s.retry_nows);
+        temporalio_sdk::workflows::select! {
+            _ = ctx.timer(fallback) => {}
+            _ = ctx.wait_condition(move |s: &Self| s.wakes > seen || s.retry_nows > retry_nows) => {}
         };
     }
 
@@ -282,6 +309,10 @@ const RETRY: Option<&str> = Some(task_queues::NOTIFY_RETRY);
 
 /// Marks runs that move to the retry queue (see [`Notification::moves_to_retry_queue`]).
 const RETRY_QUEUE_PATCH: &str = "notify-retry-queue";
+
+/// Marks runs whose deferred deliveries wait in place for a wake (see
+/// [`Notification::wait_for_wake`]) instead of moving to the retry queue.
+const WAIT_IN_LINE_PATCH: &str = "notify-wait-in-line";
 
 /// Longest wait between two tries of a deferred delivery.
 const MAX_DEFERRAL_MS: u64 = 30_000;

@@ -33,7 +33,7 @@ use temporalio_sdk::{
 };
 
 use crate::merchant_events::{MerchantEvent, notify};
-use crate::options::{now_ms, side_effect};
+use crate::options::{now_ms, side_effect, store_step};
 use crate::refund::Refund;
 use crate::state::payment::{PayEvent, transition};
 
@@ -49,6 +49,8 @@ pub struct Payment {
     seen_notify_ids: BTreeSet<String>,
     /// An operator's decision on an exception, not yet acted on.
     pending_resolution: Option<Resolution>,
+    /// Store steps run as local activities (runs recorded before: regular activities).
+    local_steps: bool,
 }
 
 type HandlerError = Box<dyn std::error::Error + Send + Sync>;
@@ -82,12 +84,15 @@ impl Payment {
             close_requested: false,
             seen_notify_ids: BTreeSet::new(),
             pending_resolution: None,
+            local_steps: false,
         }
     }
 
     #[run(name = names::PAYMENT)]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<PaymentStatus> {
         let request = ctx.state(|s| s.request.clone());
+        let v2 = ctx.patched(V2_PATCH);
+        ctx.state_mut(|s| s.local_steps = v2);
         ctx.upsert_search_attributes([
             sa::MERCHANT_ID.value_set(request.merchant_id.to_string()),
             sa::ORDER_NO.value_set(request.merchant_order_no.to_string()),
@@ -102,17 +107,18 @@ impl Payment {
         // 1. Validate and create the order.
         let order_id = ctx.uuid4().replace('-', "");
         let requested_at_ms = now_ms(ctx.workflow_time());
-        let opened = ctx
-            .execute_activity(
-                PaymentActivities::open_payment,
-                OpenPayment {
-                    order_id,
-                    request: request.clone(),
-                    requested_at_ms,
-                },
-                side_effect(format!("open order {}", request.merchant_order_no)),
-            )
-            .await?;
+        let opened = store_step(
+            ctx,
+            v2,
+            PaymentActivities::open_payment,
+            OpenPayment {
+                order_id,
+                request: request.clone(),
+                requested_at_ms,
+            },
+            format!("open order {}", request.merchant_order_no),
+        )
+        .await?;
         let (order, timing) = match opened {
             Opened::Order { order, timing } => (order, timing),
             Opened::Rejected { reason } => {
@@ -152,6 +158,10 @@ impl Payment {
 
         // 3. Wait for the channel's word, confirmed by a query, or for expiry.
         let mut next_query = 0usize;
+        // Notices a query has already answered. A notice that came in before this wait began
+        // (a customer who paid at once) triggers the query at once too; runs recorded before
+        // V2 waited for the next scheduled query instead.
+        let mut answered = 0;
         let paid = loop {
             let now = now_ms(ctx.workflow_time());
             let remaining = order.expires_at_ms - now;
@@ -165,7 +175,11 @@ impl Payment {
                 .copied()
                 .unwrap_or(300_000);
             let wait = Duration::from_millis(step.min(remaining as u64).max(1));
-            let counted = ctx.state(|s| s.status.notices_received);
+            let counted = if v2 {
+                answered
+            } else {
+                ctx.state(|s| s.status.notices_received)
+            };
             let closing = temporalio_sdk::workflows::select! {
                 _ = ctx.wait_condition(|s: &Self| s.close_requested) => true,
                 _ = ctx.timer(wait) => { next_query += 1; false }
@@ -175,6 +189,7 @@ impl Payment {
                 // Merchant close: the close path below still checks whether it was paid.
                 break None;
             }
+            answered = ctx.state(|s| s.status.notices_received);
             let q = Self::query(ctx, &order).await?;
             match q.state {
                 TradeState::Paid => break Some(q),
@@ -198,7 +213,9 @@ impl Payment {
         match paid {
             Some(q) => Self::settle(ctx, &order, q).await?,
             None => {
-                ctx.execute_activity(
+                store_step(
+                    ctx,
+                    v2,
                     PaymentActivities::move_order,
                     MoveOrder {
                         order_id: order.order_id.clone(),
@@ -208,7 +225,7 @@ impl Payment {
                         paid_amount: None,
                         channel_trade_no: None,
                     },
-                    side_effect("close order"),
+                    "close order",
                 )
                 .await?;
                 let now = now_ms(ctx.workflow_time());
@@ -355,9 +372,12 @@ impl Payment {
         q: TradeQuery,
     ) -> WorkflowResult<()> {
         let paid_amount = q.paid_amount.unwrap_or(order.amount);
+        let local = ctx.state(|s| s.local_steps);
         if paid_amount != order.amount {
             // Paid a different amount: no ledger posting; an operator decides.
-            ctx.execute_activity(
+            store_step(
+                ctx,
+                local,
                 PaymentActivities::move_order,
                 MoveOrder {
                     order_id: order.order_id.clone(),
@@ -370,7 +390,7 @@ impl Payment {
                     paid_amount: Some(paid_amount),
                     channel_trade_no: q.channel_trade_no.clone(),
                 },
-                side_effect("amount mismatch: order to Exception"),
+                "amount mismatch: order to Exception",
             )
             .await?;
             Self::apply(ctx, PayEvent::AmountMismatch, |s| {
@@ -379,14 +399,16 @@ impl Payment {
             })?;
             return Self::resolve_exception(ctx, order, paid_amount).await;
         }
-        ctx.execute_activity(
+        store_step(
+            ctx,
+            local,
             PaymentActivities::settle_paid,
             SettlePaid {
                 order_id: order.order_id.clone(),
                 channel_trade_no: q.channel_trade_no.clone(),
                 paid_amount,
             },
-            side_effect(format!("order Succeeded, post {paid_amount} to the ledger")),
+            format!("order Succeeded, post {paid_amount} to the ledger"),
         )
         .await?;
         let now = now_ms(ctx.workflow_time());
@@ -414,10 +436,13 @@ impl Payment {
             ctx.state_mut(|s| s.status.resolution = Some(resolution));
             match resolution {
                 Resolution::Accept => {
-                    ctx.execute_activity(
+                    let local = ctx.state(|s| s.local_steps);
+                    store_step(
+                        ctx,
+                        local,
                         PaymentActivities::accept_exception,
                         order.order_id.clone(),
-                        side_effect(format!("operator accepts {paid_amount}: order Succeeded")),
+                        format!("operator accepts {paid_amount}: order Succeeded"),
                     )
                     .await?;
                     let now = now_ms(ctx.workflow_time());
@@ -500,6 +525,10 @@ impl Payment {
         Ok(ctx.state(|s| s.status.clone()))
     }
 }
+
+/// Marks runs of the second version: store steps are local activities (see [`store_step`])
+/// and a channel notice that arrived before the wait for it triggers the query at once.
+const V2_PATCH: &str = "payment-v2";
 
 async fn wait_for_handlers(ctx: &mut WorkflowContext<Payment>) -> WorkflowResult<()> {
     let view = ctx.clone();
