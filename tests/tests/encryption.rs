@@ -94,11 +94,33 @@ fn sightings(value: &serde_json::Value, needles: &[&str]) -> Vec<(String, String
 }
 
 /// Payloads (objects with `metadata` and `data`) outside search attributes that are not
-/// `binary/encrypted`, by path.
+/// `binary/encrypted`, by path. The SDK's own bookkeeping in markers is not a payload of ours
+/// and never goes through a codec: a local activity marker's `details.data` (sequence number,
+/// attempt, activity type, times) and a patch marker's `details.patch-data` (the patch id).
+/// Those are skipped here; the leak check above still reads them. A local activity's result
+/// (`details.result`) is ours and must be encrypted.
 fn unencrypted_payloads(value: &serde_json::Value) -> Vec<String> {
     fn walk(v: &serde_json::Value, path: &mut String, out: &mut Vec<String>) {
         match v {
             serde_json::Value::Object(map) => {
+                if let Some(marker) = map.get("MarkerRecordedEventAttributes") {
+                    let name = marker.get("marker_name").and_then(|n| n.as_str());
+                    let bookkeeping = match name {
+                        Some("core_local_activity") => "data",
+                        Some("core_patch") => "patch-data",
+                        _ => "",
+                    };
+                    let mut marker = marker.clone();
+                    if let Some(details) = marker.get_mut("details").and_then(|d| d.as_object_mut())
+                    {
+                        details.remove(bookkeeping);
+                    }
+                    let len = path.len();
+                    path.push_str(".MarkerRecordedEventAttributes");
+                    walk(&marker, path, out);
+                    path.truncate(len);
+                    return;
+                }
                 if let (Some(meta), Some(_)) = (map.get("metadata"), map.get("data")) {
                     let encoding = meta
                         .get("encoding")

@@ -22,8 +22,9 @@
 //! phase offers twice that in total): each `Payflow::notify` call starts at its scheduled time
 //! whatever the earlier ones are doing. The latency of a healthy event is the time from its
 //! `notify()` call returning to the first request for its `webhook-id` arriving at the
-//! merchant. After each phase the workflows' history lengths are read back (a deferral by
-//! the merchant gate adds a timer, an activity and two workflow tasks to a history). Not a
+//! merchant. After each phase the workflows' history lengths are read back (a deferred
+//! delivery waits in its merchant's line: a timer, and a wake signal with a workflow task and
+//! another attempt when its turn comes). Not a
 //! test: it prints figures, and PASS/FAIL against the target (healthy p99 of the mixed phase
 //! within 1.5x of the baseline's).
 
@@ -610,9 +611,9 @@ async fn phase(
 }
 
 /// Sums the history lengths of the phase's workflows, healthy and hanging apart, over all
-/// their runs: a Notification that delivers at once has one short run; one that has to wait
-/// continues on the retry queue, and every deferral there adds a timer, two workflow tasks
-/// and an activity.
+/// their runs: a Notification that delivers at once has one short run; one that is deferred
+/// waits in place (a timer, then a wake or the timer firing); one whose attempt failed
+/// continues on the retry queue.
 async fn history_lengths(payflow: &Payflow, sent: &[Sent]) -> (usize, usize, usize, usize) {
     use futures::StreamExt;
     use payflow_client::definitions::NotificationWorkflow;
@@ -725,8 +726,8 @@ fn print_report(
     );
     println!(
         "worker: SDK default slots and pollers (100 activity slots per task queue); gate {} \
-         deliveries in flight per merchant, breaker opens after {} failures for {} s, busy wait \
-         {} ms; timeouts connect/total: healthy {connect}/{total} ms, {HANGING} \
+         deliveries in flight per merchant, breaker opens after {} failures for {} s, the waiting \
+         woken as slots free (fallback {} ms); timeouts connect/total: healthy {connect}/{total} ms, {HANGING} \
          {hang_connect}/{hang_total} ms",
         gate.max_in_flight,
         gate.failures_to_open,
