@@ -13,7 +13,7 @@ use temporalio_sdk::{
 use payflow_activities::notification::{NotifyActivities, StartNotification};
 
 use crate::notification::Notification;
-use crate::options::store_step;
+use crate::options::local_step;
 
 /// One event for a merchant.
 pub struct MerchantEvent<'a, T: Serialize> {
@@ -51,7 +51,7 @@ pub async fn notify<W, T: Serialize>(
         resume: None,
     };
     if ctx.patched(START_BY_CLIENT_PATCH) {
-        store_step(
+        local_step(
             ctx,
             true,
             NotifyActivities::start_notification,

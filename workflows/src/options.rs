@@ -16,12 +16,14 @@ pub fn side_effect(summary: impl Into<String>) -> ActivityOptions {
         .build()
 }
 
-/// A short step in our own database (an order transition, a ledger posting) or a workflow
-/// start: a local activity, run by the worker inside the workflow task that asks for it and
-/// recorded as one marker, so it costs the server no activity task and no extra workflow task
-/// (`payflow bench e2e`). `local` is false for runs recorded before the step was local: they
-/// replay the regular activity their history holds.
-pub async fn store_step<W, AD>(
+/// A short step of a payment (a database transition or posting, a channel's prepay, query or
+/// close, a workflow start): a local activity, run by the worker inside the workflow task that
+/// asks for it and recorded as one marker, so it costs the server no activity task and no
+/// extra workflow task (`payflow bench e2e`: the server's workflow tasks are the budget).
+/// Retried like [`side_effect`]; every such step is idempotent (by order id, by the channel's
+/// trade number, by workflow id). `local` is false for runs recorded before the step was
+/// local: they replay the regular activity their history holds.
+pub async fn local_step<W, AD>(
     ctx: &WorkflowContext<W>,
     local: bool,
     activity: AD,
@@ -38,7 +40,7 @@ where
             .await;
     }
     let options = LocalActivityOptions::builder()
-        .start_to_close_timeout(Duration::from_secs(10))
+        .start_to_close_timeout(Duration::from_secs(30))
         // Retried like the regular activity, i.e. until the database is back; past a minute
         // between tries the SDK waits on durable timers, not in the workflow task.
         .schedule_to_close_timeout(LOCAL_RETRY_LIMIT)

@@ -33,7 +33,7 @@ use temporalio_sdk::{
 };
 
 use crate::merchant_events::{MerchantEvent, notify};
-use crate::options::{now_ms, side_effect, store_step};
+use crate::options::{local_step, now_ms};
 use crate::refund::Refund;
 use crate::state::payment::{PayEvent, transition};
 
@@ -49,7 +49,7 @@ pub struct Payment {
     seen_notify_ids: BTreeSet<String>,
     /// An operator's decision on an exception, not yet acted on.
     pending_resolution: Option<Resolution>,
-    /// Store steps run as local activities (runs recorded before: regular activities).
+    /// Steps run as local activities (runs recorded before: regular activities).
     local_steps: bool,
 }
 
@@ -107,7 +107,7 @@ impl Payment {
         // 1. Validate and create the order.
         let order_id = ctx.uuid4().replace('-', "");
         let requested_at_ms = now_ms(ctx.workflow_time());
-        let opened = store_step(
+        let opened = local_step(
             ctx,
             v2,
             PaymentActivities::open_payment,
@@ -137,13 +137,14 @@ impl Payment {
         ctx.upsert_search_attributes([sa::CHANNEL.value_set(order.channel.clone())]);
 
         // 2. Prepay.
-        let prepay = ctx
-            .execute_activity(
-                PaymentActivities::prepay,
-                order.order_id.clone(),
-                side_effect(format!("prepay {} at {}", order.amount, order.channel)),
-            )
-            .await?;
+        let prepay = local_step(
+            ctx,
+            v2,
+            PaymentActivities::prepay,
+            order.order_id.clone(),
+            format!("prepay {} at {}", order.amount, order.channel),
+        )
+        .await?;
         match prepay {
             PrepayOutcome::Ready(p) => {
                 Self::apply(ctx, PayEvent::PrepayAccepted, |s| s.status.prepay = Some(p))?;
@@ -213,7 +214,7 @@ impl Payment {
         match paid {
             Some(q) => Self::settle(ctx, &order, q).await?,
             None => {
-                store_step(
+                local_step(
                     ctx,
                     v2,
                     PaymentActivities::move_order,
@@ -341,13 +342,15 @@ impl Payment {
     }
 
     async fn query(ctx: &mut WorkflowContext<Self>, order: &Order) -> WorkflowResult<TradeQuery> {
-        let q = ctx
-            .execute_activity(
-                PaymentActivities::query_trade,
-                order.order_id.clone(),
-                side_effect(format!("query {} trade", order.channel)),
-            )
-            .await?;
+        let local = ctx.state(|s| s.local_steps);
+        let q = local_step(
+            ctx,
+            local,
+            PaymentActivities::query_trade,
+            order.order_id.clone(),
+            format!("query {} trade", order.channel),
+        )
+        .await?;
         ctx.state_mut(|s| s.status.queries_made += 1);
         Ok(q)
     }
@@ -356,13 +359,15 @@ impl Payment {
         ctx: &mut WorkflowContext<Self>,
         order: &Order,
     ) -> WorkflowResult<CloseOutcome> {
-        Ok(ctx
-            .execute_activity(
-                PaymentActivities::close_trade,
-                order.order_id.clone(),
-                side_effect(format!("close {} trade", order.channel)),
-            )
-            .await?)
+        let local = ctx.state(|s| s.local_steps);
+        Ok(local_step(
+            ctx,
+            local,
+            PaymentActivities::close_trade,
+            order.order_id.clone(),
+            format!("close {} trade", order.channel),
+        )
+        .await?)
     }
 
     /// The channel confirmed the payment.
@@ -375,7 +380,7 @@ impl Payment {
         let local = ctx.state(|s| s.local_steps);
         if paid_amount != order.amount {
             // Paid a different amount: no ledger posting; an operator decides.
-            store_step(
+            local_step(
                 ctx,
                 local,
                 PaymentActivities::move_order,
@@ -399,7 +404,7 @@ impl Payment {
             })?;
             return Self::resolve_exception(ctx, order, paid_amount).await;
         }
-        store_step(
+        local_step(
             ctx,
             local,
             PaymentActivities::settle_paid,
@@ -437,7 +442,7 @@ impl Payment {
             match resolution {
                 Resolution::Accept => {
                     let local = ctx.state(|s| s.local_steps);
-                    store_step(
+                    local_step(
                         ctx,
                         local,
                         PaymentActivities::accept_exception,
@@ -526,7 +531,7 @@ impl Payment {
     }
 }
 
-/// Marks runs of the second version: store steps are local activities (see [`store_step`])
+/// Marks runs of the second version: every step is a local activity (see [`local_step`])
 /// and a channel notice that arrived before the wait for it triggers the query at once.
 const V2_PATCH: &str = "payment-v2";
 
