@@ -18,7 +18,7 @@ use crate::options::local_step;
 /// One event for a merchant.
 pub struct MerchantEvent<'a, T: Serialize> {
     pub merchant: &'a MerchantId,
-    /// Stable for the business event: the callback's `webhook-id` and the child's id.
+    /// Stable for the business event: the callback's `webhook-id` and its workflow's id.
     pub event_id: String,
     pub event_type: &'a str,
     pub data: &'a T,

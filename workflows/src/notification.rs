@@ -237,7 +237,9 @@ impl Notification {
         };
     }
 
-    /// Whether a delivery that must wait leaves its first queue for the retry queue. Runs
+    /// Whether a delivery that must wait for a retry leaves its first queue for the retry
+    /// queue (since `notify-wait-in-line`, only after a failed attempt; a deferral waits in
+    /// place). Runs
     /// recorded before the retry queue existed wait where they are (the patch keeps them
     /// replaying); runs already on the retry queue stay.
     fn moves_to_retry_queue(ctx: &WorkflowContext<Self>) -> bool {

@@ -6,9 +6,14 @@
 //! 3. wait, racing the channel's notification (a signal from the ingress) against an active
 //!    query schedule; a notification is never trusted alone: a channel query confirms it;
 //! 4. paid: `Succeeded` and the ledger entry in one transaction, then the merchant callback
-//!    (a child workflow that outlives this one); expired: close at the channel, `Closed`;
+//!    (a Notification workflow of its own, which outlives this one); expired: close at the
+//!    channel, `Closed`;
 //! 5. paid a different amount: `Exception`, nothing posted, until an operator's `resolve`
 //!    signal accepts the money paid or returns it through a child Refund workflow.
+//!
+//! Every step is a local activity (`options::local_step`): a payment costs the server two
+//! workflow tasks, one that opens, prepays and answers `pay`, one that a notice (or a timer)
+//! wakes to query, settle and start the callback.
 //!
 //! A payment that arrives after `Closed` is not this workflow's business any more: the ingress
 //! (or reconciliation) starts a late-payment Refund workflow for it.
@@ -500,7 +505,7 @@ impl Payment {
         }
     }
 
-    /// Starts the merchant callback as a child that outlives this workflow.
+    /// Starts the merchant callback, a workflow of its own that outlives this one.
     async fn notify_merchant(
         ctx: &mut WorkflowContext<Self>,
         order: &Order,

@@ -232,7 +232,7 @@ impl Refund {
         Ok(ctx.state(|s| s.status.clone()))
     }
 
-    /// Starts the merchant callback as a child that outlives this workflow.
+    /// Starts the merchant callback, a workflow of its own that outlives this one.
     async fn notify_merchant(
         ctx: &mut WorkflowContext<Self>,
         event_type: &str,
