@@ -473,6 +473,11 @@ impl Payflow {
             .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
             .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
             .maybe_static_summary(summary)
+            // Eager start: when this client is a worker's (a callback started by a payment),
+            // the server hands the first workflow task back in its answer instead of queueing
+            // it for a poller. Any other client asks for nothing (the SDK drops the request
+            // when no local worker has a free slot).
+            .enable_eager_workflow_start(true)
             .build();
         match self.client.start_workflow(workflow, input, options).await {
             Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(()),

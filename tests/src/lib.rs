@@ -6,6 +6,7 @@
 //! sandbox channel and merchant receiver on free loopback ports. Tests wait on conditions with
 //! deadlines, never on fixed sleeps.
 
+pub mod browser;
 pub mod histories;
 
 use std::path::PathBuf;
@@ -28,6 +29,8 @@ const NAMESPACES: usize = 48;
 static SERVER: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
 /// The dev server's UI port: `None` (headless) unless [`enable_ui`] ran before it started.
 static UI_PORT: OnceLock<Option<u16>> = OnceLock::new();
+/// The codec server the UI calls to decode payloads, set by [`enable_ui_with_codec`].
+static UI_CODEC: OnceLock<String> = OnceLock::new();
 static NEXT_NAMESPACE: AtomicUsize = AtomicUsize::new(0);
 
 /// Which database a test runs on.
@@ -47,6 +50,17 @@ pub fn enable_ui() -> String {
     format!("http://127.0.0.1:{port}")
 }
 
+/// [`enable_ui`], with the UI's pages decoding payloads through the codec server at `endpoint`
+/// (called from the browser: `POST {endpoint}/decode`).
+pub fn enable_ui_with_codec(endpoint: &str) -> String {
+    let set = UI_CODEC.get_or_init(|| endpoint.to_string());
+    assert_eq!(
+        set, endpoint,
+        "this binary's UI already has another codec endpoint"
+    );
+    enable_ui()
+}
+
 /// Starts the dev server once per test binary and returns its address.
 ///
 /// The server is spawned from a thread that lives as long as the process, with the parent
@@ -63,6 +77,7 @@ pub async fn dev_server() -> &'static str {
                 db_file: Some(dir.join("temporal.db")),
                 log_level: "error".into(),
                 extra_namespaces: (0..NAMESPACES).map(|i| format!("t{i}")).collect(),
+                ui_codec_endpoint: UI_CODEC.get().cloned(),
             };
             let exe = find_temporal_cli().expect("Temporal CLI (run scripts/tools.sh)");
             // The server's own log goes to a file beside its database, out of the test output.

@@ -95,6 +95,7 @@ async fn run_in(args: &BenchE2eArgs, scratch: &Path) -> anyhow::Result<()> {
         db_file: args.temporal_db.clone(),
         log_level: "error".into(),
         extra_namespaces: Vec::new(),
+        ui_codec_endpoint: None,
     })
     .await?;
     let secret = keys

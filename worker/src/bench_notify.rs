@@ -225,6 +225,7 @@ async fn run_in(args: &BenchNotifyArgs, scratch: &Path) -> anyhow::Result<()> {
         db_file,
         log_level: "error".into(),
         extra_namespaces: Vec::new(),
+        ui_codec_endpoint: None,
     })
     .await?;
     let database_url = format!("sqlite://{}", scratch.join("payflow.db").display());

@@ -36,6 +36,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 db_file: Some(args.data_dir.join("temporal.db")),
                 log_level: "error".into(),
                 extra_namespaces: Vec::new(),
+                ui_codec_endpoint: None,
             })
             .await?;
             let addr = server.address.clone();

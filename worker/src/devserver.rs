@@ -38,6 +38,8 @@ pub struct DevServerOptions {
     pub log_level: String,
     /// Namespaces to create besides `default` (tests give each case its own).
     pub extra_namespaces: Vec<String>,
+    /// The codec server the UI's pages call from the browser to show decoded payloads.
+    pub ui_codec_endpoint: Option<String>,
 }
 
 impl DevServerOptions {
@@ -64,11 +66,13 @@ impl DevServerOptions {
         for s in ["--log-level", &self.log_level, "--log-format", "pretty"] {
             push(s);
         }
-        // Updates (used for the early return of `pay`) are on by default in recent servers;
-        // stated explicitly so an older CLI behaves the same.
+        // Updates (used for the early return of `pay`) and eager workflow start (callbacks
+        // started by the worker get their first task in the start's answer) are on by default
+        // in recent servers; stated explicitly so an older CLI behaves the same.
         for v in [
             "frontend.enableUpdateWorkflowExecution=true",
             "frontend.enableUpdateWorkflowExecutionAsyncAccepted=true",
+            "system.enableEagerWorkflowStart=true",
         ] {
             push("--dynamic-config-value");
             push(v);
@@ -83,6 +87,10 @@ impl DevServerOptions {
                 push(&p.to_string());
             }
             None => push("--headless"),
+        }
+        if let (Some(_), Some(endpoint)) = (self.ui_port, &self.ui_codec_endpoint) {
+            push("--ui-codec-endpoint");
+            push(endpoint);
         }
         if let Some(db) = &self.db_file {
             a.push("--db-filename".into());

@@ -12,7 +12,7 @@ use temporalio_sdk::{
     ContinueAsNewOptions, SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult,
 };
 
-use crate::options::{now_ms, side_effect};
+use crate::options::{local_step, now_ms, side_effect};
 use crate::schedule::next_delay;
 
 #[workflow]
@@ -77,6 +77,11 @@ impl Notification {
         }
         // Known after the first attempt (the activity reports the configured limit).
         let mut continue_after: Option<u32> = None;
+        // A new event's first try runs as a local activity in the workflow's first task: a
+        // callback delivered at once then costs the server one workflow task and no activity
+        // task (`payflow bench e2e`). Tries after a failure or a wait stay regular activities,
+        // each one visible in the history with its own retry state.
+        let mut try_locally = resume.is_none() && ctx.patched(FIRST_TRY_LOCAL_PATCH);
         loop {
             // Between attempts nothing is in flight: the one safe point to start a new run
             // with a short history, carrying what this run did.
@@ -88,17 +93,18 @@ impl Notification {
             // A wake sent while the attempt below is deferred must end the wait that follows.
             let wakes_seen = ctx.state(|s| s.wakes);
             let number = ctx.state(|s| s.status.attempts.len() as u32) + 1;
-            let outcome = ctx
-                .execute_activity(
-                    NotifyActivities::deliver,
-                    Deliver {
-                        request: request.clone(),
-                        attempt: number,
-                        event_time_ms: run.event_time_ms,
-                    },
-                    side_effect(format!("deliver {} attempt {number}", request.event_type)),
-                )
-                .await?;
+            let deliver = Deliver {
+                request: request.clone(),
+                attempt: number,
+                event_time_ms: run.event_time_ms,
+            };
+            let summary = format!("deliver {} attempt {number}", request.event_type);
+            let outcome = if std::mem::take(&mut try_locally) {
+                local_step(ctx, true, NotifyActivities::deliver, deliver, summary).await?
+            } else {
+                ctx.execute_activity(NotifyActivities::deliver, deliver, side_effect(summary))
+                    .await?
+            };
             let schedule = match outcome {
                 DeliverOutcome::Attempted {
                     attempt,
@@ -315,6 +321,10 @@ const RETRY_QUEUE_PATCH: &str = "notify-retry-queue";
 /// Marks runs whose deferred deliveries wait in place for a wake (see
 /// [`Notification::wait_for_wake`]) instead of moving to the retry queue.
 const WAIT_IN_LINE_PATCH: &str = "notify-wait-in-line";
+
+/// Marks runs whose first try is a local activity (see `try_locally` in
+/// [`Notification::run`]); runs recorded before replay the regular activity they hold.
+const FIRST_TRY_LOCAL_PATCH: &str = "notify-first-try-local";
 
 /// Longest wait between two tries of a deferred delivery.
 const MAX_DEFERRAL_MS: u64 = 30_000;

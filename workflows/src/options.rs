@@ -16,8 +16,8 @@ pub fn side_effect(summary: impl Into<String>) -> ActivityOptions {
         .build()
 }
 
-/// A short step of a payment (a database transition or posting, a channel's prepay, query or
-/// close, a workflow start): a local activity, run by the worker inside the workflow task that
+/// A short step (a database transition or posting, a channel's prepay, query or close, a
+/// workflow start, a callback's first try): a local activity, run by the worker inside the workflow task that
 /// asks for it and recorded as one marker, so it costs the server no activity task and no
 /// extra workflow task (`payflow bench e2e`: the server's workflow tasks are the budget).
 /// Retried like [`side_effect`]; every such step is idempotent (by order id, by the channel's
