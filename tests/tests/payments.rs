@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use payflow::stack;
-use payflow_client::{PayState, PayflowError, ProductId};
+use payflow_client::{PayState, PayflowError, ProductId, RefundKind, RefundNo, RefundRequest};
 use payflow_tests::{Db, Timing, eventually, payment_request, payment_where, spawn_app};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -173,8 +173,24 @@ async fn metrics_endpoint_serves_worker_metrics() {
     };
     let req = payment_request("o-metrics", "3.00");
     app.payflow.pay(req.clone()).await.unwrap();
+    payment_where(&app, &req, "payment Succeeded", |s| {
+        s.state == PayState::Succeeded
+    })
+    .await;
+    // A payment's steps and its callback's first try are local activities; a refund's are
+    // regular ones.
+    app.payflow
+        .refund(RefundRequest {
+            merchant_id: req.merchant_id.clone(),
+            merchant_order_no: req.merchant_order_no.clone(),
+            merchant_refund_no: RefundNo::parse("r-metrics").unwrap(),
+            amount: req.amount,
+            reason: "metrics".into(),
+            kind: RefundKind::Merchant,
+        })
+        .await
+        .unwrap();
     let url = format!("http://127.0.0.1:{port}/metrics");
-    // A payment's steps are local activities; its callback's delivery is a regular one.
     eventually(DEADLINE, "workflow and activity metrics", || async {
         let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
         (text.contains("temporal_workflow_task")
