@@ -23,6 +23,10 @@ pub struct Notification {
     retry_nows: u32,
     /// Wakes from the worker's merchant gate (the merchant has room for this delivery).
     wakes: u32,
+    /// State changes are not upserted (the first task's local try is under way).
+    upserts_held: bool,
+    /// `MerchantId` is in the search attributes.
+    merchant_upserted: bool,
 }
 
 #[workflow_methods]
@@ -48,16 +52,29 @@ impl Notification {
             resends: 0,
             retry_nows: 0,
             wakes: 0,
+            upserts_held: false,
+            merchant_upserted: false,
         }
     }
 
     #[run(name = names::NOTIFICATION)]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<NotificationStatus> {
         let request = ctx.state(|s| s.request.clone());
-        ctx.upsert_search_attributes([
-            sa::MERCHANT_ID.value_set(request.merchant_id.to_string()),
-            sa::NOTIFY_STATE.value_set(NotifyState::Pending.as_str().to_string()),
-        ]);
+        // A new event's first try runs as a local activity in the workflow's first task: a
+        // callback delivered at once then costs the server one workflow task and no activity
+        // task (`payflow bench e2e`). Tries after a failure or a wait stay regular activities,
+        // each one visible in the history with its own retry state. Nothing that task upserts
+        // shows before it ends, so it upserts once, after the try, with the state it reached.
+        let mut try_locally = request.resume.is_none() && ctx.patched(FIRST_TRY_LOCAL_PATCH);
+        if try_locally {
+            ctx.state_mut(|s| s.upserts_held = true);
+        } else {
+            ctx.state_mut(|s| s.merchant_upserted = true);
+            ctx.upsert_search_attributes([
+                sa::MERCHANT_ID.value_set(request.merchant_id.to_string()),
+                sa::NOTIFY_STATE.value_set(NotifyState::Pending.as_str().to_string()),
+            ]);
+        }
         ctx.set_current_details(format!(
             "{} to merchant {}",
             request.event_type, request.merchant_id
@@ -77,11 +94,6 @@ impl Notification {
         }
         // Known after the first attempt (the activity reports the configured limit).
         let mut continue_after: Option<u32> = None;
-        // A new event's first try runs as a local activity in the workflow's first task: a
-        // callback delivered at once then costs the server one workflow task and no activity
-        // task (`payflow bench e2e`). Tries after a failure or a wait stay regular activities,
-        // each one visible in the history with its own retry state.
-        let mut try_locally = resume.is_none() && ctx.patched(FIRST_TRY_LOCAL_PATCH);
         loop {
             // Between attempts nothing is in flight: the one safe point to start a new run
             // with a short history, carrying what this run did.
@@ -100,7 +112,11 @@ impl Notification {
             };
             let summary = format!("deliver {} attempt {number}", request.event_type);
             let outcome = if std::mem::take(&mut try_locally) {
-                local_step(ctx, true, NotifyActivities::deliver, deliver, summary).await?
+                let outcome =
+                    local_step(ctx, true, NotifyActivities::deliver, deliver, summary).await?;
+                // The next state change upserts the merchant and that state.
+                ctx.state_mut(|s| s.upserts_held = false);
+                outcome
             } else {
                 ctx.execute_activity(NotifyActivities::deliver, deliver, side_effect(summary))
                     .await?
@@ -197,13 +213,21 @@ impl Notification {
 
 impl Notification {
     fn set_state(ctx: &mut WorkflowContext<Self>, state: NotifyState) {
-        let changed = ctx.state_mut(|s| {
+        let (changed, held, first) = ctx.state_mut(|s| {
             let changed = s.status.state != state;
             s.status.state = state;
-            changed
+            let first = !s.upserts_held && !std::mem::replace(&mut s.merchant_upserted, true);
+            (changed, s.upserts_held, first)
         });
-        if changed {
-            ctx.upsert_search_attributes([sa::NOTIFY_STATE.value_set(state.as_str().to_string())]);
+        if held || !(changed || first) {
+            return;
+        }
+        let state = sa::NOTIFY_STATE.value_set(state.as_str().to_string());
+        if first {
+            let merchant = ctx.state(|s| s.request.merchant_id.to_string());
+            ctx.upsert_search_attributes([sa::MERCHANT_ID.value_set(merchant), state]);
+        } else {
+            ctx.upsert_search_attributes([state]);
         }
     }
 
