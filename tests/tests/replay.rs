@@ -168,11 +168,12 @@ async fn a_non_deterministic_payment_change_fails_replay() {
         match outcome {
             Some(WorkflowReplayFailure::Nondeterminism { message }) => {
                 // Caught where the change is: the recorded first step (the `open_payment`
-                // activity, or in version 2 runs the `payment-v2` patch marker) is not what
-                // the changed code does first.
+                // activity, or in later runs the `payment-v2` or `payment-v3` patch marker)
+                // is not what the changed code does first.
                 assert!(
                     (message.contains("open_payment") && message.contains("query_trade"))
-                        || message.contains("payment-v2"),
+                        || message.contains("payment-v2")
+                        || message.contains("payment-v3"),
                     "{}: {message}",
                     p.name
                 );

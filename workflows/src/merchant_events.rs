@@ -33,6 +33,24 @@ pub async fn notify<W, T: Serialize>(
     ctx: &mut WorkflowContext<W>,
     event: MerchantEvent<'_, T>,
 ) -> WorkflowResult<()> {
+    let by_client = ctx.patched(START_BY_CLIENT_PATCH);
+    start(ctx, event, by_client).await
+}
+
+/// [`notify`] for runs whose own patch already says callbacks are started by the client (each
+/// patch costs the server a marker and a search attribute upsert).
+pub async fn notify_by_client<W, T: Serialize>(
+    ctx: &mut WorkflowContext<W>,
+    event: MerchantEvent<'_, T>,
+) -> WorkflowResult<()> {
+    start(ctx, event, true).await
+}
+
+async fn start<W, T: Serialize>(
+    ctx: &mut WorkflowContext<W>,
+    event: MerchantEvent<'_, T>,
+    by_client: bool,
+) -> WorkflowResult<()> {
     let invalid = |e: &dyn std::fmt::Display| ApplicationFailure::non_retryable(e.to_string());
     let event_id = EventId::parse(event.event_id).map_err(|e| invalid(&e))?;
     let workflow_id = payflow_client::ids::notification_workflow_id(event.merchant, &event_id);
@@ -50,7 +68,7 @@ pub async fn notify<W, T: Serialize>(
         notify_url: event.notify_url,
         resume: None,
     };
-    if ctx.patched(START_BY_CLIENT_PATCH) {
+    if by_client {
         local_step(
             ctx,
             true,

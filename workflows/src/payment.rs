@@ -37,7 +37,7 @@ use temporalio_sdk::{
     WorkflowContextView, WorkflowResult,
 };
 
-use crate::merchant_events::{MerchantEvent, notify};
+use crate::merchant_events::{MerchantEvent, notify, notify_by_client};
 use crate::options::{local_step, now_ms};
 use crate::refund::Refund;
 use crate::state::payment::{PayEvent, transition};
@@ -59,6 +59,8 @@ pub struct Payment {
     /// Merchant, order no, amount and channel are in the search attributes (V3: with the
     /// first state change, in one upsert).
     identity_upserted: bool,
+    /// A run of the third version (see `V3_PATCH`).
+    v3: bool,
 }
 
 type HandlerError = Box<dyn std::error::Error + Send + Sync>;
@@ -94,20 +96,24 @@ impl Payment {
             pending_resolution: None,
             local_steps: false,
             identity_upserted: false,
+            v3: false,
         }
     }
 
     #[run(name = names::PAYMENT)]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<PaymentStatus> {
         let request = ctx.state(|s| s.request.clone());
-        let v2 = ctx.patched(V2_PATCH);
         // Search attributes upserted in a workflow task only show when it ends, and each
         // upsert costs the server an event and a visibility write: since V3 the first task
         // upserts once, with its final state (`apply`). Runs recorded before upserted as
-        // they went.
-        let v3 = v2 && ctx.patched(V3_PATCH);
+        // they went. A patch costs the same (a marker and an upsert of
+        // `TemporalChangeVersion`), so V3 implies V2 and callbacks started by the client
+        // instead of marking each.
+        let v3 = ctx.patched(V3_PATCH);
+        let v2 = v3 || ctx.patched(V2_PATCH);
         ctx.state_mut(|s| {
             s.local_steps = v2;
+            s.v3 = v3;
             s.identity_upserted = !v3;
         });
         if !v3 {
@@ -548,23 +554,24 @@ impl Payment {
         order: &Order,
         event_type: &str,
     ) -> WorkflowResult<()> {
-        let (request, status) = ctx.state(|s| (s.request.clone(), s.status.clone()));
-        notify(
-            ctx,
-            MerchantEvent {
-                merchant: &request.merchant_id,
-                event_id: format!("{}-{}", order.order_id, event_type.replace('.', "-")),
-                event_type,
-                data: &status,
-                priority: Priority::Realtime,
-                notify_url: request.notify_url.clone(),
-                summary: format!(
-                    "{event_type} to {} for order {}",
-                    request.merchant_id, request.merchant_order_no
-                ),
-            },
-        )
-        .await
+        let (request, status, v3) = ctx.state(|s| (s.request.clone(), s.status.clone(), s.v3));
+        let event = MerchantEvent {
+            merchant: &request.merchant_id,
+            event_id: format!("{}-{}", order.order_id, event_type.replace('.', "-")),
+            event_type,
+            data: &status,
+            priority: Priority::Realtime,
+            notify_url: request.notify_url.clone(),
+            summary: format!(
+                "{event_type} to {} for order {}",
+                request.merchant_id, request.merchant_order_no
+            ),
+        };
+        if v3 {
+            notify_by_client(ctx, event).await
+        } else {
+            notify(ctx, event).await
+        }
     }
 
     async fn finish(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<PaymentStatus> {
@@ -577,7 +584,8 @@ impl Payment {
 /// and a channel notice that arrived before the wait for it triggers the query at once.
 const V2_PATCH: &str = "payment-v2";
 
-/// Marks runs of the third version: one search attribute upsert per workflow task.
+/// Marks runs of the third version: one search attribute upsert per workflow task, and all
+/// that V2 and `notify-started-by-client` mark (without their markers).
 const V3_PATCH: &str = "payment-v3";
 
 async fn wait_for_handlers(ctx: &mut WorkflowContext<Payment>) -> WorkflowResult<()> {
