@@ -432,6 +432,8 @@ impl NoopWorker {
                             &address,
                             "default",
                             codec.as_ref(),
+                            // As the stack's worker (its default).
+                            crate::config::GrpcCompressionConfig::default(),
                         )
                         .await
                         .map_err(|e| e.to_string())?;

@@ -74,6 +74,28 @@ pub struct TemporalConfig {
     pub address: String,
     #[serde(default = "default_namespace")]
     pub namespace: String,
+    /// gRPC compression to the server: `none` (default) or `gzip`. Encrypted payloads do not
+    /// compress, and on a fast link gzip only costs CPU at both ends (`payflow bench e2e`).
+    #[serde(default)]
+    pub grpc_compression: GrpcCompressionConfig,
+}
+
+/// `[temporal] grpc_compression`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GrpcCompressionConfig {
+    #[default]
+    None,
+    Gzip,
+}
+
+impl GrpcCompressionConfig {
+    pub fn sdk(self) -> temporalio_client::GrpcCompression {
+        match self {
+            GrpcCompressionConfig::None => temporalio_client::GrpcCompression::None,
+            GrpcCompressionConfig::Gzip => temporalio_client::GrpcCompression::Gzip,
+        }
+    }
 }
 
 fn default_namespace() -> String {

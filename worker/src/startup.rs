@@ -31,7 +31,9 @@ use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tokio::net::TcpListener;
 
-use crate::config::{ChannelKind, Config, MerchantStatusConfig, PlainHttpConfig, expose};
+use crate::config::{
+    ChannelKind, Config, GrpcCompressionConfig, MerchantStatusConfig, PlainHttpConfig, expose,
+};
 use crate::ingress;
 
 #[derive(Debug, thiserror::Error)]
@@ -304,7 +306,7 @@ pub async fn build_services(config: &Config) -> Result<Services, StartupError> {
 
 /// Connects a Temporal client.
 pub async fn connect_temporal(address: &str, namespace: &str) -> Result<Client, StartupError> {
-    connect_temporal_with_codec(address, namespace, None).await
+    connect_temporal_with_codec(address, namespace, None, GrpcCompressionConfig::default()).await
 }
 
 /// Connects a Temporal client whose payloads go through `codec` (workers created on it
@@ -313,6 +315,7 @@ pub async fn connect_temporal_with_codec(
     address: &str,
     namespace: &str,
     codec: Option<&payflow_client::EncryptionCodec>,
+    compression: GrpcCompressionConfig,
 ) -> Result<Client, StartupError> {
     let err = |m: String| StartupError::Temporal {
         address: address.to_string(),
@@ -322,6 +325,7 @@ pub async fn connect_temporal_with_codec(
     let conn = Connection::connect(
         ConnectionOptions::new(url)
             .identity(worker_identity())
+            .grpc_compression(compression.sdk())
             .build(),
     )
     .await
@@ -347,6 +351,7 @@ impl App {
             &config.temporal.address,
             &config.temporal.namespace,
             codec.as_ref(),
+            config.temporal.grpc_compression,
         )
         .await?;
         let ingress_listener =
