@@ -56,7 +56,7 @@ async fn ui_shows_decoded_payloads_only_to_a_signed_in_operator() {
     ));
     let proxy = Arc::new(SignInProxy {
         upstream: codec_url,
-        signed_in: AtomicBool::new(true),
+        signed_in: AtomicBool::new(false),
         decoded: AtomicUsize::new(0),
         refused: AtomicUsize::new(0),
         http: reqwest::Client::new(),
