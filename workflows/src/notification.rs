@@ -23,8 +23,6 @@ pub struct Notification {
     retry_nows: u32,
     /// Wakes from the worker's merchant gate (the merchant has room for this delivery).
     wakes: u32,
-    /// State changes are not upserted (the first task's local try is under way).
-    upserts_held: bool,
     /// `MerchantId` is in the search attributes.
     merchant_upserted: bool,
 }
@@ -52,7 +50,6 @@ impl Notification {
             resends: 0,
             retry_nows: 0,
             wakes: 0,
-            upserts_held: false,
             merchant_upserted: false,
         }
     }
@@ -66,9 +63,7 @@ impl Notification {
         // each one visible in the history with its own retry state. Nothing that task upserts
         // shows before it ends, so it upserts once, after the try, with the state it reached.
         let mut try_locally = request.resume.is_none() && ctx.patched(FIRST_TRY_LOCAL_PATCH);
-        if try_locally {
-            ctx.state_mut(|s| s.upserts_held = true);
-        } else {
+        if !try_locally {
             ctx.state_mut(|s| s.merchant_upserted = true);
             ctx.upsert_search_attributes([
                 sa::MERCHANT_ID.value_set(request.merchant_id.to_string()),
@@ -101,7 +96,11 @@ impl Notification {
             if long || ctx.continue_as_new_suggested() {
                 Self::continue_as_new(ctx, &request, run, 0, None)?;
             }
-            Self::set_state(ctx, NotifyState::Delivering);
+            // The local first try is not marked Delivering: nothing shows before its task
+            // ends, and the state it ends in is upserted with the merchant.
+            if !try_locally {
+                Self::set_state(ctx, NotifyState::Delivering);
+            }
             // A wake sent while the attempt below is deferred must end the wait that follows.
             let wakes_seen = ctx.state(|s| s.wakes);
             let number = ctx.state(|s| s.status.attempts.len() as u32) + 1;
@@ -112,11 +111,7 @@ impl Notification {
             };
             let summary = format!("deliver {} attempt {number}", request.event_type);
             let outcome = if std::mem::take(&mut try_locally) {
-                let outcome =
-                    local_step(ctx, true, NotifyActivities::deliver, deliver, summary).await?;
-                // The next state change upserts the merchant and that state.
-                ctx.state_mut(|s| s.upserts_held = false);
-                outcome
+                local_step(ctx, true, NotifyActivities::deliver, deliver, summary).await?
             } else {
                 ctx.execute_activity(NotifyActivities::deliver, deliver, side_effect(summary))
                     .await?
@@ -213,13 +208,12 @@ impl Notification {
 
 impl Notification {
     fn set_state(ctx: &mut WorkflowContext<Self>, state: NotifyState) {
-        let (changed, held, first) = ctx.state_mut(|s| {
+        let (changed, first) = ctx.state_mut(|s| {
             let changed = s.status.state != state;
             s.status.state = state;
-            let first = !s.upserts_held && !std::mem::replace(&mut s.merchant_upserted, true);
-            (changed, s.upserts_held, first)
+            (changed, !std::mem::replace(&mut s.merchant_upserted, true))
         });
-        if held || !(changed || first) {
+        if !(changed || first) {
             return;
         }
         let state = sa::NOTIFY_STATE.value_set(state.as_str().to_string());

@@ -17,9 +17,9 @@ pub fn side_effect(summary: impl Into<String>) -> ActivityOptions {
 }
 
 /// A short step (a database transition or posting, a channel's prepay, query or close, a
-/// workflow start, a callback's first try): a local activity, run by the worker inside the workflow task that
-/// asks for it and recorded as one marker, so it costs the server no activity task and no
-/// extra workflow task (`payflow bench e2e`: the server's workflow tasks are the budget).
+/// workflow start, a callback's first try): a local activity, run by the worker inside the
+/// workflow task that asks for it and recorded as one marker, so it costs the server no
+/// activity task and no extra workflow task (`payflow bench e2e`: the server's workflow tasks are the budget).
 /// Retried like [`side_effect`]; every such step is idempotent (by order id, by the channel's
 /// trade number, by workflow id). `local` is false for runs recorded before the step was
 /// local: they replay the regular activity their history holds.

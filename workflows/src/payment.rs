@@ -56,10 +56,8 @@ pub struct Payment {
     pending_resolution: Option<Resolution>,
     /// Steps run as local activities (runs recorded before: regular activities).
     local_steps: bool,
-    /// Merchant, order no, amount and channel are in the search attributes (V3: with the
-    /// first state change, in one upsert).
-    identity_upserted: bool,
-    /// A run of the third version (see `V3_PATCH`).
+    /// A run of the third version (see `V3_PATCH`): merchant, order no, amount and channel
+    /// go into the search attributes with the first state change, in one upsert.
     v3: bool,
 }
 
@@ -95,7 +93,6 @@ impl Payment {
             seen_notify_ids: BTreeSet::new(),
             pending_resolution: None,
             local_steps: false,
-            identity_upserted: false,
             v3: false,
         }
     }
@@ -114,7 +111,6 @@ impl Payment {
         ctx.state_mut(|s| {
             s.local_steps = v2;
             s.v3 = v3;
-            s.identity_upserted = !v3;
         });
         if !v3 {
             ctx.upsert_search_attributes(Self::identity(&request, None, PayState::Created));
@@ -358,12 +354,13 @@ impl Payment {
         let from = ctx.state(|s| s.status.state);
         let to = transition(from, event)
             .map_err(|e| ApplicationFailure::non_retryable(e.to_string()))?;
-        let first = ctx.state_mut(|s| {
+        let v3 = ctx.state_mut(|s| {
             s.status.state = to;
             patch(s);
-            !std::mem::replace(&mut s.identity_upserted, true)
+            s.v3
         });
-        if first {
+        // Every transition out of `Created` is the run's first.
+        if v3 && from == PayState::Created {
             let (request, channel) = ctx.state(|s| (s.request.clone(), s.status.channel.clone()));
             ctx.upsert_search_attributes(Self::identity(&request, channel, to));
         } else {
