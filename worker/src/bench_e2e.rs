@@ -33,6 +33,8 @@ use crate::devserver::{DevServer, DevServerOptions, free_port};
 use crate::stack::{self, Stack, StackOptions};
 
 /// The baseline's task queue and workflow type (registered only by the bench's own worker).
+use crate::tuning::WorkerTuningConfig;
+
 const NOOP_QUEUE: &str = "payflow-bench-noop";
 const NOOP_WORKFLOW: &str = "BenchNoop";
 /// The merchant the bench pays for; its endpoint is the bench's own.
@@ -58,6 +60,10 @@ pub struct BenchE2eArgs {
     /// Longest wait for one item (s); an item that takes longer counts as failed.
     #[arg(long, default_value_t = 120)]
     pub item_timeout_secs: u64,
+    /// The workers' tuning (payflow's and the no-op's alike): the body of a `[worker]` table
+    /// (see `worker/src/tuning.rs`), e.g. `--tuning 'workflow_pollers = "auto"'`.
+    #[arg(long, default_value = "")]
+    pub tuning: String,
 }
 
 pub async fn run(args: BenchE2eArgs) -> anyhow::Result<()> {
@@ -76,6 +82,7 @@ pub async fn run(args: BenchE2eArgs) -> anyhow::Result<()> {
 }
 
 async fn run_in(args: &BenchE2eArgs, scratch: &Path) -> anyhow::Result<()> {
+    let tuning = WorkerTuningConfig::from_table(&args.tuning)?;
     let keys = DevKeys::ensure(&scratch.join("keys")).context("creating dev keys")?;
     let arrivals = Arrivals::default();
     let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -123,11 +130,13 @@ async fn run_in(args: &BenchE2eArgs, scratch: &Path) -> anyhow::Result<()> {
             "\n[[merchants]]\nid = \"{MERCHANT}\"\n\
              notify_url = \"http://127.0.0.1:{merchant_port}/notify\"\n\
              allowed_notify_hosts = [\"127.0.0.1\"]\nallow_plain_http = [\"127.0.0.1\"]\n\
-             allow_private_network = true\nwebhook_secret = {{ file = \"{secret}\" }}\n"
+             allow_private_network = true\nwebhook_secret = {{ file = \"{secret}\" }}\n\
+             \n[worker]\n{}\n",
+            args.tuning
         ),
     })
     .await?;
-    let noop = NoopWorker::start(server.address.clone(), stack.codec().cloned())?;
+    let noop = NoopWorker::start(server.address.clone(), stack.codec().cloned(), &tuning)?;
     let client = stack.payflow.temporal().clone();
     let server_pid = server.pid();
 
@@ -154,7 +163,7 @@ async fn run_in(args: &BenchE2eArgs, scratch: &Path) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(30), stack.shutdown()).await;
     server.stop().await;
     let (base, pay) = outcome?;
-    print_report(args, &base, &pay);
+    print_report(args, &tuning, &base, &pay);
     Ok(())
 }
 
@@ -409,7 +418,9 @@ impl NoopWorker {
     fn start(
         address: String,
         codec: Option<payflow_client::EncryptionCodec>,
+        tuning: &WorkerTuningConfig,
     ) -> anyhow::Result<NoopWorker> {
+        let tuning = tuning.clone();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let thread = std::thread::Builder::new()
@@ -445,7 +456,12 @@ impl NoopWorker {
                             .map_err(|e| e.to_string())?;
                         let runtime = temporalio_sdk::Runtime::from_current_tokio(options)
                             .map_err(|e| e.to_string())?;
+                        // Tuned as payflow's workers are (`startup.rs`).
                         let opts = temporalio_sdk::WorkerOptions::new(NOOP_QUEUE)
+                            .tuner(tuning.tuner())
+                            .max_cached_workflows(tuning.max_cached_workflows)
+                            .maybe_workflow_task_poller_behavior(tuning.workflow_pollers.sdk())
+                            .maybe_activity_task_poller_behavior(tuning.activity_pollers.sdk())
                             .register_workflow::<BenchNoop>()
                             .map_err(|e| e.to_string())?
                             .register_activities(NoopActivities)
@@ -504,7 +520,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank - 1]
 }
 
-fn print_report(args: &BenchE2eArgs, base: &Figures, pay: &Figures) {
+fn print_report(args: &BenchE2eArgs, tuning: &WorkerTuningConfig, base: &Figures, pay: &Figures) {
     let sorted = |f: &Figures| {
         let mut v = f.latency_ms.clone();
         v.sort_by(f64::total_cmp);
@@ -523,6 +539,7 @@ fn print_report(args: &BenchE2eArgs, base: &Figures, pay: &Figures) {
         },
         args.pay_after_ms
     );
+    println!("workers (each): {}", tuning.describe());
     println!(
         "payment: pay() (update-with-start) -> prepay at the channel -> channel notification -> \
          ingress -> confirming query -> ledger -> merchant callback received"

@@ -15,8 +15,9 @@
 //!
 //! With `--control`, a phase between the two offers the mixed phase's load with nobody
 //! hanging (b0's half goes to the healthy merchants), which tells the hanging merchant's
-//! effect from that of twice the load. The mixed phase is last: b0's events keep retrying
-//! after it.
+//! effect from that of twice the load. `--phases` runs any sequence of the three kinds (for
+//! instance a baseline again after the mixed one, while b0's events keep retrying); the
+//! verdict compares the first mixed phase with the first baseline.
 //!
 //! Events are offered open-loop at a fixed rate (`--rate` healthy events per second; the mixed
 //! phase offers twice that in total): each `Payflow::notify` call starts at its scheduled time
@@ -79,6 +80,35 @@ impl PriorityArg {
     }
 }
 
+/// What a measured phase offers (each at `--rate` healthy events per second).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PhaseKind {
+    /// `--events` healthy events.
+    Baseline,
+    /// Twice as many healthy events, nobody hangs: the mixed phase's load.
+    Control,
+    /// `--events` healthy events interleaved with as many to the hanging merchant.
+    Mixed,
+}
+
+impl PhaseKind {
+    fn label(self) -> &'static str {
+        match self {
+            PhaseKind::Baseline => "baseline",
+            PhaseKind::Control => "control (2x, no hang)",
+            PhaseKind::Mixed => "mixed (b0 hangs)",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            PhaseKind::Baseline => "baseline",
+            PhaseKind::Control => "control",
+            PhaseKind::Mixed => "mixed",
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct BenchNotifyArgs {
     /// Healthy events per phase, round-robin over the 99 healthy merchants (the mixed phase
@@ -112,6 +142,18 @@ pub struct BenchNotifyArgs {
     /// load, nobody hangs), to tell the hanging merchant's effect from the load's.
     #[arg(long)]
     pub control: bool,
+    /// The measured phases in order, comma-separated (overrides `--control`); e.g.
+    /// `baseline,mixed,baseline` measures the baseline again while b0's events retry.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub phases: Vec<PhaseKind>,
+    /// The worker's tuning: the body of a `[worker]` table (see `worker/src/tuning.rs`), e.g.
+    /// `--tuning 'workflow_pollers = "auto"'`.
+    #[arg(long, default_value = "")]
+    pub tuning: String,
+    /// Do not read the workflows' histories back after each phase (the history rows then
+    /// show `-`).
+    #[arg(long)]
+    pub no_history: bool,
     /// Also write every event as a CSV row here (phase, event, merchant, offset and
     /// notify() call in ms, latency in ms or empty when it never arrived).
     #[arg(long)]
@@ -204,11 +246,16 @@ async fn run_in(args: &BenchNotifyArgs, scratch: &Path) -> anyhow::Result<()> {
     let hang_port = hang_listener.local_addr()?.port();
     spawn_hanging(hang_listener, hang.clone());
 
-    let extra = merchants_toml(
-        &keys.path(DevKeys::MERCHANT_SECRET),
-        healthy_port,
-        hang_port,
-        args.hang_timeout_ms,
+    crate::tuning::WorkerTuningConfig::from_table(&args.tuning)?;
+    let extra = format!(
+        "{}\n[worker]\n{}\n",
+        merchants_toml(
+            &keys.path(DevKeys::MERCHANT_SECRET),
+            healthy_port,
+            hang_port,
+            args.hang_timeout_ms,
+        ),
+        args.tuning
     );
 
     let db_file = args.temporal_db.clone();
@@ -269,16 +316,13 @@ async fn run_in(args: &BenchNotifyArgs, scratch: &Path) -> anyhow::Result<()> {
     // timeout); do not wait much longer than that.
     let _ = tokio::time::timeout(Duration::from_secs(60), stack.shutdown()).await;
     server.stop().await;
-    let (warm, base, control, mixed) = outcome?;
+    let (warm, phases) = outcome?;
     if let Some(path) = &args.csv {
         let mut text = String::from("phase,event,merchant,offset_ms,notify_call_ms,latency_ms\n");
-        let control_rows = control.iter().flat_map(|c| &c.csv);
         for row in warm
             .csv
             .iter()
-            .chain(&base.csv)
-            .chain(control_rows)
-            .chain(&mixed.csv)
+            .chain(phases.iter().flat_map(|(_, r)| &r.csv))
         {
             text.push_str(row);
             text.push('\n');
@@ -286,15 +330,7 @@ async fn run_in(args: &BenchNotifyArgs, scratch: &Path) -> anyhow::Result<()> {
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     let requests = arrivals.requests.load(Ordering::Relaxed);
-    print_report(
-        args,
-        &shown,
-        &base,
-        control.as_ref(),
-        &mixed,
-        &hang,
-        requests,
-    );
+    print_report(args, &shown, &phases, &hang, requests);
     Ok(())
 }
 
@@ -379,18 +415,72 @@ fn spawn_hanging(listener: TcpListener, hang: Arc<Hang>) {
     });
 }
 
+/// The phases to measure: `--phases`, or baseline, control (with `--control`) and mixed.
+fn planned_phases(args: &BenchNotifyArgs) -> Vec<PhaseKind> {
+    if !args.phases.is_empty() {
+        return args.phases.clone();
+    }
+    let mut kinds = vec![PhaseKind::Baseline];
+    if args.control {
+        kinds.push(PhaseKind::Control);
+    }
+    kinds.push(PhaseKind::Mixed);
+    kinds
+}
+
+/// One phase's offered events; `n` (the phase's position) keeps event ids unique.
+fn plan(kind: PhaseKind, n: usize, args: &BenchNotifyArgs) -> Vec<Planned> {
+    let step = Duration::from_secs_f64(1.0 / args.rate);
+    let healthy = |i: usize| format!("b{}", 1 + i % (MERCHANTS - 1));
+    let event = |i: usize| format!("{}{n}-{i}", kind.name());
+    match kind {
+        PhaseKind::Baseline => (0..args.events)
+            .map(|i| Planned {
+                merchant: healthy(i),
+                event: event(i),
+                healthy: true,
+                at: step * i as u32,
+            })
+            .collect(),
+        PhaseKind::Control => (0..args.events * 2)
+            .map(|i| Planned {
+                merchant: healthy(i),
+                event: event(i),
+                healthy: true,
+                at: step * (i / 2) as u32 + (step / 2) * (i % 2) as u32,
+            })
+            .collect(),
+        PhaseKind::Mixed => (0..args.events)
+            .flat_map(|i| {
+                [
+                    Planned {
+                        merchant: healthy(i),
+                        event: event(i),
+                        healthy: true,
+                        at: step * i as u32,
+                    },
+                    Planned {
+                        merchant: HANGING.to_string(),
+                        event: format!("hang{n}-{i}"),
+                        healthy: false,
+                        at: step * i as u32 + step / 2,
+                    },
+                ]
+            })
+            .collect(),
+    }
+}
+
 async fn measure(
     args: &BenchNotifyArgs,
     payflow: &Payflow,
     arrivals: &Arrivals,
     hang: &Hang,
-) -> anyhow::Result<(PhaseResult, PhaseResult, Option<PhaseResult>, PhaseResult)> {
+) -> anyhow::Result<(PhaseResult, Vec<(PhaseKind, PhaseResult)>)> {
     let step = Duration::from_secs_f64(1.0 / args.rate);
-    let healthy = |i: usize| format!("b{}", 1 + i % (MERCHANTS - 1));
-
     let warm: Vec<Planned> = (0..MERCHANTS - 1)
         .map(|i| Planned {
-            merchant: healthy(i),
+            merchant: format!("b{}", 1 + i),
             event: format!("warm-{i}"),
             healthy: true,
             at: step * i as u32,
@@ -405,81 +495,36 @@ async fn measure(
         "bench notify: warm-up done ({}/{} delivered)",
         warm.delivered, warm.sent
     );
-
-    let base: Vec<Planned> = (0..args.events)
-        .map(|i| Planned {
-            merchant: healthy(i),
-            event: format!("base-{i}"),
-            healthy: true,
-            at: step * i as u32,
-        })
-        .collect();
-    eprintln!(
-        "bench notify: baseline, {} healthy events at {}/s",
-        args.events, args.rate
-    );
-    let base = phase("baseline", args, payflow, arrivals, base).await?;
-    eprintln!(
-        "bench notify: baseline done ({}/{} delivered, p99 {:.1} ms)",
-        base.delivered,
-        base.sent,
-        percentile(&base.latency_ms, 0.99)
-    );
-
-    let control = if args.control {
-        let plan: Vec<Planned> = (0..args.events * 2)
-            .map(|i| Planned {
-                merchant: healthy(i),
-                event: format!("ctl-{i}"),
-                healthy: true,
-                at: step * (i / 2) as u32 + (step / 2) * (i % 2) as u32,
-            })
-            .collect();
+    let mut results = Vec::new();
+    for (n, kind) in planned_phases(args).into_iter().enumerate() {
+        let plan = plan(kind, n + 1, args);
+        let hanging = plan.iter().filter(|p| !p.healthy).count();
         eprintln!(
-            "bench notify: control, {} healthy events at {}/s (nobody hangs)",
-            args.events * 2,
-            args.rate * 2.0
+            "bench notify: phase {}: {}, {} healthy events{} at {}/s",
+            n + 1,
+            kind.name(),
+            plan.len() - hanging,
+            if hanging > 0 {
+                format!(" interleaved with {hanging} to {HANGING} (hangs)")
+            } else {
+                String::new()
+            },
+            args.rate * plan.len() as f64 / args.events as f64
         );
-        let control = phase("control", args, payflow, arrivals, plan).await?;
+        let name = format!("{}{}", kind.name(), n + 1);
+        let r = phase(&name, args, payflow, arrivals, plan).await?;
         eprintln!(
-            "bench notify: control done ({}/{} delivered, p99 {:.1} ms)",
-            control.delivered,
-            control.sent,
-            percentile(&control.latency_ms, 0.99)
+            "bench notify: phase {} done ({}/{} delivered, p99 {:.1} ms; {HANGING} accepted {} \
+             connections so far)",
+            n + 1,
+            r.delivered,
+            r.sent,
+            percentile(&r.latency_ms, 0.99),
+            hang.accepted.load(Ordering::Relaxed)
         );
-        Some(control)
-    } else {
-        None
-    };
-
-    let mut mixed = Vec::with_capacity(args.events * 2);
-    for i in 0..args.events {
-        mixed.push(Planned {
-            merchant: healthy(i),
-            event: format!("mix-{i}"),
-            healthy: true,
-            at: step * i as u32,
-        });
-        mixed.push(Planned {
-            merchant: HANGING.to_string(),
-            event: format!("hang-{i}"),
-            healthy: false,
-            at: step * i as u32 + step / 2,
-        });
+        results.push((kind, r));
     }
-    eprintln!(
-        "bench notify: mixed, {} healthy events at {}/s interleaved with {} to {HANGING} (hangs)",
-        args.events, args.rate, args.events
-    );
-    let mixed = phase("mixed", args, payflow, arrivals, mixed).await?;
-    eprintln!(
-        "bench notify: mixed done ({}/{} delivered, p99 {:.1} ms; {HANGING} accepted {} connections)",
-        mixed.delivered,
-        mixed.sent,
-        percentile(&mixed.latency_ms, 0.99),
-        hang.accepted.load(Ordering::Relaxed)
-    );
-    Ok((warm, base, control, mixed))
+    Ok((warm, results))
 }
 
 /// Sends the plan open-loop, then waits for the healthy events' first requests (or the
@@ -590,7 +635,11 @@ async fn phase(
             )
         })
         .collect();
-    let history = history_lengths(payflow, &sent).await;
+    let history = if args.no_history {
+        (0, 0, 0, 0)
+    } else {
+        history_lengths(payflow, &sent).await
+    };
     let notify_call_ms = sent
         .iter()
         .filter(|s| s.healthy && s.error.is_none())
@@ -693,9 +742,7 @@ fn percentile(values: &[f64], p: f64) -> f64 {
 fn print_report(
     args: &BenchNotifyArgs,
     config: &Config,
-    base: &PhaseResult,
-    control: Option<&PhaseResult>,
-    mixed: &PhaseResult,
+    phases: &[(PhaseKind, PhaseResult)],
     hang: &Hang,
     requests: u64,
 ) {
@@ -726,7 +773,7 @@ fn print_report(
         args.events
     );
     println!(
-        "worker: SDK default slots and pollers (100 activity slots per task queue); gate {} \
+        "merchant gate: {} \
          deliveries in flight per merchant, breaker opens after {} failures for {} s, the waiting \
          woken as slots free (fallback {} ms); timeouts connect/total: healthy {connect}/{total} ms, {HANGING} \
          {hang_connect}/{hang_total} ms",
@@ -735,15 +782,24 @@ fn print_report(
         gate.open_for.as_secs(),
         gate.busy_wait.as_millis()
     );
+    println!("worker tuning: {}", config.worker.describe());
     println!(
         "latency: notify() returned -> first request of the event at the merchant (healthy \
          merchants only)"
     );
-    let mut columns = vec![("baseline", base)];
-    if let Some(c) = control {
-        columns.push(("control (2x, no hang)", c));
-    }
-    columns.push(("mixed (b0 hangs)", mixed));
+    let columns: Vec<(String, &PhaseResult)> = phases
+        .iter()
+        .enumerate()
+        .map(|(n, (kind, r))| {
+            let again = phases[..n].iter().any(|(k, _)| k == kind);
+            let label = if again {
+                format!("{} #{}", kind.name(), n + 1)
+            } else {
+                kind.label().to_string()
+            };
+            (label, r)
+        })
+        .collect();
     let w = 38;
     let mut header = format!("{:<w$}", "");
     for (name, _) in &columns {
@@ -780,7 +836,11 @@ fn print_report(
         r.notify_errors.to_string()
     });
     row("history events per workflow, healthy", &|r| {
-        format!("{:.1}", r.history.0 as f64 / r.history.1.max(1) as f64)
+        if r.history.1 == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.1}", r.history.0 as f64 / r.history.1 as f64)
+        }
     });
     row(&format!("history events per workflow, {HANGING}"), &|r| {
         if r.history.3 == 0 {
@@ -804,6 +864,11 @@ fn print_report(
         hang.max_open.load(Ordering::Relaxed),
         requests
     );
+    let first = |kind: PhaseKind| phases.iter().find(|(k, _)| *k == kind).map(|(_, r)| r);
+    let (Some(base), Some(mixed)) = (first(PhaseKind::Baseline), first(PhaseKind::Mixed)) else {
+        println!("no verdict: it compares the first mixed phase with the first baseline");
+        return;
+    };
     let (b99, m99) = (
         percentile(&base.latency_ms, 0.99),
         percentile(&mixed.latency_ms, 0.99),
@@ -826,6 +891,23 @@ fn print_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+    use std::collections::HashSet;
+
+    /// `BenchNotifyArgs` as a command of its own, to parse arguments in tests.
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: BenchNotifyArgs,
+    }
+
+    impl BenchNotifyArgs {
+        fn try_parse_from(
+            argv: impl IntoIterator<Item = &'static str>,
+        ) -> Result<Self, clap::Error> {
+            Cmd::try_parse_from(argv).map(|c| c.args)
+        }
+    }
 
     #[test]
     fn nearest_rank_percentiles() {
@@ -835,6 +917,67 @@ mod tests {
         assert_eq!(percentile(&v, 1.0), 100.0);
         assert_eq!(percentile(&[3.0], 0.99), 3.0);
         assert!(percentile(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn phases_offer_unique_events_and_the_mixed_one_sends_half_to_the_hanging_merchant() {
+        let args = BenchNotifyArgs::try_parse_from([
+            "bench",
+            "--events",
+            "10",
+            "--phases",
+            "baseline,control,mixed,baseline",
+        ])
+        .expect("valid arguments");
+        let kinds = planned_phases(&args);
+        assert_eq!(
+            kinds,
+            [
+                PhaseKind::Baseline,
+                PhaseKind::Control,
+                PhaseKind::Mixed,
+                PhaseKind::Baseline
+            ]
+        );
+        let plans: Vec<Vec<Planned>> = kinds
+            .iter()
+            .enumerate()
+            .map(|(n, k)| plan(*k, n + 1, &args))
+            .collect();
+        let sizes: Vec<(usize, usize)> = plans
+            .iter()
+            .map(|p| (p.len(), p.iter().filter(|e| !e.healthy).count()))
+            .collect();
+        assert_eq!(sizes, [(10, 0), (20, 0), (20, 10), (10, 0)]);
+        assert!(
+            plans[2]
+                .iter()
+                .all(|e| e.healthy == (e.merchant != HANGING))
+        );
+        let ids: HashSet<&str> = plans.iter().flatten().map(|e| e.event.as_str()).collect();
+        assert_eq!(ids.len(), 60, "event ids repeat across phases");
+        for e in plans.iter().flatten() {
+            EventId::parse(&e.event).expect("a valid event id");
+        }
+        // The control phase offers twice the rate over the same time.
+        assert_eq!(
+            plans[1].last().unwrap().at,
+            plans[0].last().unwrap().at + Duration::from_millis(50)
+        );
+    }
+
+    #[test]
+    fn without_phases_the_control_flag_decides() {
+        let plain = BenchNotifyArgs::try_parse_from(["bench"]).expect("defaults");
+        assert_eq!(
+            planned_phases(&plain),
+            [PhaseKind::Baseline, PhaseKind::Mixed]
+        );
+        let control = BenchNotifyArgs::try_parse_from(["bench", "--control"]).expect("control");
+        assert_eq!(
+            planned_phases(&control),
+            [PhaseKind::Baseline, PhaseKind::Control, PhaseKind::Mixed]
+        );
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// The channel notification ingress (HTTP).
     pub ingress: IngressConfig,
+    /// The SDK workers' slots, pollers and cache (`worker/src/tuning.rs`).
+    #[serde(default)]
+    pub worker: crate::tuning::WorkerTuningConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
     #[serde(default)]
@@ -828,6 +831,7 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         url::Url::parse(&self.temporal.address)
             .map_err(|e| key_err("temporal.address", e.to_string()))?;
+        self.worker.validate()?;
         if !(self.database.url.starts_with("sqlite:") || self.database.url.starts_with("postgres"))
         {
             return Err(key_err(

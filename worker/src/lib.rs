@@ -36,3 +36,4 @@ pub mod stack;
 pub mod startup;
 pub mod telemetry;
 pub mod tracing_interceptor;
+pub mod tuning;

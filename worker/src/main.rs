@@ -95,6 +95,10 @@ enum BenchCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The benches print figures on stdout; logs only when asked for (stderr).
+    if matches!(cli.command, Command::Bench { .. }) && std::env::var_os("RUST_LOG").is_some() {
+        payflow::telemetry::init_stderr(LogFormat::Pretty);
+    }
     match cli.command {
         Command::Dev {
             config,

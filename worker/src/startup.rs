@@ -417,7 +417,12 @@ impl App {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), StartupError> {
         let runtime = self.runtime()?;
         let make = |queue: &str| -> Result<WorkerOptions, StartupError> {
+            let tuning = &self.config.worker;
             let opts = WorkerOptions::new(queue)
+                .tuner(tuning.tuner())
+                .max_cached_workflows(tuning.max_cached_workflows)
+                .maybe_workflow_task_poller_behavior(tuning.workflow_pollers.sdk())
+                .maybe_activity_task_poller_behavior(tuning.activity_pollers.sdk())
                 .activity_inbound_interceptor(crate::tracing_interceptor::ActivitySpans);
             let built = if queue == task_queues::PAYMENTS {
                 opts.register_workflow::<Payment>()
