@@ -1,12 +1,13 @@
 //! `[worker]`: how many tasks each of payflow's SDK workers (one per task queue) takes at once,
 //! how many polls it keeps open and how many workflows it caches.
 //!
-//! The defaults are the SDK's (100 slots of each kind, 1000 cached workflows) except for the
-//! pollers: the SDK, left alone, enrolls into poller autoscaling (up to 100 polls) when the
-//! server offers it, and every open poll holds a workflow-task slot. With the slots all held by
-//! polls, an eager start finds no free slot and falls back to the server's queue, and the first
-//! workflow task of a callback waits for a poller (`payflow bench notify`). Five polls per
-//! queue, the SDK's own fixed default, leave the slots to the work.
+//! The defaults are the SDK's: 100 slots of each kind, 1000 cached workflows, 5 polls per
+//! queue. The pollers are set explicitly because the SDK, left alone, enrolls into poller
+//! autoscaling (up to 100 polls) on a server whose namespace asks for it, and every open poll
+//! holds a workflow-task slot, slots that eager starts (callbacks started by the worker) need.
+//! The dev server offers autoscaling without enrolling workers, so `"auto"` and 5 measured the
+//! same there (`payflow bench notify`, docs/BENCHMARKS.md); `"auto"` is there for clusters
+//! where it pays.
 
 use serde::Deserialize;
 use temporalio_sdk::runtime::PollerBehavior;
