@@ -192,6 +192,7 @@ impl Payflow {
             match &result {
                 Err(e) if is_retryable(e) && attempt < 10 => {
                     attempt += 1;
+                    tracing::debug!(%workflow_id, attempt, error = %e, "pay: the server asked to try again");
                     let base = 100u64 << attempt.min(5);
                     let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * base / 255;
                     tokio::time::sleep(std::time::Duration::from_millis(base + jitter)).await;
