@@ -31,10 +31,9 @@ use tokio::sync::oneshot;
 use crate::devkeys::DevKeys;
 use crate::devserver::{DevServer, DevServerOptions, free_port};
 use crate::stack::{self, Stack, StackOptions};
-
-/// The baseline's task queue and workflow type (registered only by the bench's own worker).
 use crate::tuning::WorkerTuningConfig;
 
+/// The baseline's task queue and workflow type (registered only by the bench's own worker).
 const NOOP_QUEUE: &str = "payflow-bench-noop";
 const NOOP_WORKFLOW: &str = "BenchNoop";
 /// The merchant the bench pays for; its endpoint is the bench's own.
@@ -479,16 +478,13 @@ impl NoopWorker {
                             .map_err(|e| e.to_string())?;
                         let runtime = temporalio_sdk::Runtime::from_current_tokio(options)
                             .map_err(|e| e.to_string())?;
-                        // Tuned as payflow's workers are (`startup.rs`).
-                        let opts = temporalio_sdk::WorkerOptions::new(NOOP_QUEUE)
-                            .tuner(tuning.tuner())
-                            .max_cached_workflows(tuning.max_cached_workflows)
-                            .maybe_workflow_task_poller_behavior(tuning.workflow_pollers.sdk())
-                            .maybe_activity_task_poller_behavior(tuning.activity_pollers.sdk())
+                        let mut opts = temporalio_sdk::WorkerOptions::new(NOOP_QUEUE)
                             .register_workflow::<BenchNoop>()
                             .map_err(|e| e.to_string())?
                             .register_activities(NoopActivities)
                             .build();
+                        // Tuned as payflow's workers are (`startup.rs`).
+                        tuning.apply(&mut opts);
                         // The runtime must outlive the worker.
                         let worker = temporalio_sdk::Worker::new(&runtime, client, opts)
                             .map_err(|e| e.to_string())?;

@@ -417,14 +417,9 @@ impl App {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), StartupError> {
         let runtime = self.runtime()?;
         let make = |queue: &str| -> Result<WorkerOptions, StartupError> {
-            let tuning = &self.config.worker;
             let opts = WorkerOptions::new(queue)
-                .tuner(tuning.tuner())
-                .max_cached_workflows(tuning.max_cached_workflows)
-                .maybe_workflow_task_poller_behavior(tuning.workflow_pollers.sdk())
-                .maybe_activity_task_poller_behavior(tuning.activity_pollers.sdk())
                 .activity_inbound_interceptor(crate::tracing_interceptor::ActivitySpans);
-            let built = if queue == task_queues::PAYMENTS {
+            let mut built = if queue == task_queues::PAYMENTS {
                 opts.register_workflow::<Payment>()
                     .map_err(|e| StartupError::Worker(e.to_string()))?
                     .register_workflow::<Refund>()
@@ -459,6 +454,7 @@ impl App {
                     .register_activities(NotifyActivities::new(self.services.clone()))
                     .build()
             };
+            self.config.worker.apply(&mut built);
             Ok(built)
         };
         let mut workers = Vec::new();

@@ -10,6 +10,7 @@
 //! where it pays.
 
 use serde::Deserialize;
+use temporalio_sdk::WorkerOptions;
 use temporalio_sdk::runtime::PollerBehavior;
 use temporalio_sdk::runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder, WorkerTuner};
 
@@ -108,7 +109,16 @@ impl WorkerTuningConfig {
         )
     }
 
-    pub fn tuner(&self) -> WorkerTuner {
+    /// Sets this tuning on a worker's options (payflow's workers and the bench's no-op worker
+    /// alike).
+    pub fn apply(&self, options: &mut WorkerOptions) {
+        options.tuner = self.tuner();
+        options.max_cached_workflows = self.max_cached_workflows;
+        options.workflow_task_poller_behavior = self.workflow_pollers.sdk();
+        options.activity_task_poller_behavior = self.activity_pollers.sdk();
+    }
+
+    fn tuner(&self) -> WorkerTuner {
         TunerHolder::builder()
             .workflow_task_slot_supplier(FixedSizeSlotSupplier::new(self.workflow_slots))
             .activity_task_slot_supplier(FixedSizeSlotSupplier::new(self.activity_slots))
