@@ -64,8 +64,8 @@ async fn scrape(url: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn business_metrics_after_a_payment() {
-    let port = payflow::devserver::free_port().expect("free port");
-    let extra = format!("\n[telemetry]\nmetrics_listen = \"127.0.0.1:{port}\"\n");
+    // Port 0: the worker binds a free port and the stack says which.
+    let extra = "\n[telemetry]\nmetrics_listen = \"127.0.0.1:0\"\n".to_string();
     let Some(app) = spawn_app_with(Db::Sqlite, Timing::default(), extra).await else {
         return;
     };
@@ -81,7 +81,10 @@ async fn business_metrics_after_a_payment() {
 
     // The delivery activity records its outcome after the merchant answered: scrape until it
     // shows.
-    let url = format!("http://127.0.0.1:{port}/metrics");
+    let url = format!(
+        "http://{}/metrics",
+        app.metrics_addr().expect("metrics bound")
+    );
     let delivered = [("merchant", stack::MERCHANT), ("outcome", "delivered")];
     let text = eventually(
         Duration::from_secs(30),

@@ -165,8 +165,8 @@ async fn unpaid_order_is_queried_actively() {
 /// `telemetry.metrics_listen` serves the Temporal SDK's Prometheus metrics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_endpoint_serves_worker_metrics() {
-    let port = payflow::devserver::free_port().unwrap();
-    let extra = format!("\n[telemetry]\nmetrics_listen = \"127.0.0.1:{port}\"\n");
+    // Port 0: the worker binds a free port and the stack says which.
+    let extra = "\n[telemetry]\nmetrics_listen = \"127.0.0.1:0\"\n".to_string();
     let Some(app) = payflow_tests::spawn_app_with(Db::Sqlite, Timing::default(), extra).await
     else {
         return;
@@ -190,7 +190,10 @@ async fn metrics_endpoint_serves_worker_metrics() {
         })
         .await
         .unwrap();
-    let url = format!("http://127.0.0.1:{port}/metrics");
+    let url = format!(
+        "http://{}/metrics",
+        app.metrics_addr().expect("metrics bound")
+    );
     eventually(DEADLINE, "workflow and activity metrics", || async {
         let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
         (text.contains("temporal_workflow_task")

@@ -66,6 +66,9 @@ pub struct Stack {
     pub store: Store,
     pub ingress_addr: std::net::SocketAddr,
     config: Config,
+    /// The ingress's socket, held for the stack's life: each worker started listens on a copy,
+    /// so a restarted worker finds its port still free (as under a supervisor that holds it).
+    ingress: std::net::TcpListener,
     /// The payload codec the worker and [`Stack::payflow`] share (the generated dev key).
     codec: Option<payflow_client::EncryptionCodec>,
     worker: Option<WorkerThread>,
@@ -81,13 +84,24 @@ enum Finish {
 /// store) is connected on the caller's runtime.
 struct WorkerThread {
     ingress_addr: std::net::SocketAddr,
+    metrics_addr: Option<std::net::SocketAddr>,
     finish: oneshot::Sender<Finish>,
     thread: std::thread::JoinHandle<Result<(), StartupError>>,
 }
 
+/// Where a started worker listens.
+struct Bound {
+    ingress: std::net::SocketAddr,
+    metrics: Option<std::net::SocketAddr>,
+}
+
 impl WorkerThread {
-    async fn start(config: Config) -> Result<WorkerThread, StartupError> {
-        let (ready_tx, ready_rx) = oneshot::channel::<Result<std::net::SocketAddr, StartupError>>();
+    /// Starts the worker with its ingress listening on `ingress`.
+    async fn start(
+        config: Config,
+        ingress: std::net::TcpListener,
+    ) -> Result<WorkerThread, StartupError> {
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<Bound, StartupError>>();
         let (finish, finished) = oneshot::channel::<Finish>();
         let thread = std::thread::Builder::new()
             .name("payflow-worker".into())
@@ -98,7 +112,7 @@ impl WorkerThread {
                     .build()
                     .map_err(|e| StartupError::Worker(e.to_string()))?;
                 let result = rt.block_on(async move {
-                    let app = match App::build(config).await {
+                    let app = match App::build_on(config, Some(ingress)).await {
                         Ok(app) => app,
                         Err(e) => {
                             let msg = e.to_string();
@@ -106,7 +120,10 @@ impl WorkerThread {
                             return Err(StartupError::Worker(msg));
                         }
                     };
-                    let _ = ready_tx.send(Ok(app.ingress_addr));
+                    let _ = ready_tx.send(Ok(Bound {
+                        ingress: app.ingress_addr,
+                        metrics: app.metrics_addr,
+                    }));
                     let (kill_tx, kill_rx) = oneshot::channel::<()>();
                     let (stop_tx, stop_rx) = oneshot::channel::<()>();
                     tokio::spawn(async move {
@@ -134,8 +151,9 @@ impl WorkerThread {
             })
             .map_err(|e| StartupError::Worker(e.to_string()))?;
         match ready_rx.await {
-            Ok(Ok(ingress_addr)) => Ok(WorkerThread {
-                ingress_addr,
+            Ok(Ok(bound)) => Ok(WorkerThread {
+                ingress_addr: bound.ingress,
+                metrics_addr: bound.metrics,
                 finish,
                 thread,
             }),
@@ -348,14 +366,11 @@ impl Stack {
             Some(platform),
         )
         .await?;
-        // The ingress binds inside App::build; its public URL must be known first, so bind a
-        // free port here when asked for port 0.
-        let listen = if o.ingress_listen.ends_with(":0") {
-            let port = crate::devserver::free_port()?;
-            format!("127.0.0.1:{port}")
-        } else {
-            o.ingress_listen.clone()
-        };
+        // The ingress's public URL goes into the configuration, so its socket is bound here
+        // and handed to the worker: a port merely found free could be taken by another
+        // process before the worker binds it.
+        let ingress = std::net::TcpListener::bind(&o.ingress_listen)?;
+        let listen = ingress.local_addr()?.to_string();
         let public = format!("http://{listen}");
         let wechat_channel = wechat_toml(o.keys, &wechat.base_url());
         let mut text = config_toml(
@@ -375,7 +390,7 @@ impl Stack {
             config.temporal.address.clone(),
             config.temporal.namespace.clone(),
         );
-        let worker = WorkerThread::start(config.clone()).await?;
+        let worker = WorkerThread::start(config.clone(), ingress.try_clone()?).await?;
         let ingress_addr = worker.ingress_addr;
         let codec = match &config.codec {
             Some(c) => Some(c.load()?),
@@ -401,9 +416,16 @@ impl Stack {
             store,
             ingress_addr,
             config,
+            ingress,
             codec,
             worker: Some(worker),
         })
+    }
+
+    /// Where the running worker serves Prometheus metrics (`telemetry.metrics_listen`, which
+    /// may name port 0), if enabled.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.worker.as_ref().and_then(|w| w.metrics_addr)
     }
 
     /// The Temporal frontend and namespace this stack runs in (for operator commands).
@@ -430,10 +452,17 @@ impl Stack {
     }
 
     /// Starts a new worker and ingress with the same configuration (same database,
-    /// namespace and ingress address).
+    /// namespace and ingress socket).
     pub async fn start_worker(&mut self) -> Result<(), StartupError> {
         if self.worker.is_none() {
-            self.worker = Some(WorkerThread::start(self.config.clone()).await?);
+            let ingress = self
+                .ingress
+                .try_clone()
+                .map_err(|source| StartupError::Bind {
+                    addr: self.ingress_addr,
+                    source,
+                })?;
+            self.worker = Some(WorkerThread::start(self.config.clone(), ingress).await?);
         }
         Ok(())
     }

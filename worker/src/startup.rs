@@ -345,6 +345,17 @@ fn worker_identity() -> String {
 
 impl App {
     pub async fn build(config: Config) -> Result<App, StartupError> {
+        App::build_on(config, None).await
+    }
+
+    /// [`App::build`] with the ingress on an already bound socket (`None`: bind
+    /// `ingress.listen`). A caller that must know the ingress URL before the configuration is
+    /// written binds port 0 itself and hands the socket over, so no other process can take
+    /// the port in between.
+    pub async fn build_on(
+        config: Config,
+        ingress: Option<std::net::TcpListener>,
+    ) -> Result<App, StartupError> {
         let services = build_services(&config).await?;
         let codec = config.codec.as_ref().map(|c| c.load()).transpose()?;
         let client = connect_temporal_with_codec(
@@ -354,19 +365,20 @@ impl App {
             config.temporal.grpc_compression,
         )
         .await?;
-        let ingress_listener =
-            TcpListener::bind(config.ingress.listen)
+        let bind_error = |source| StartupError::Bind {
+            addr: config.ingress.listen,
+            source,
+        };
+        let ingress_listener = match ingress {
+            Some(socket) => socket
+                .set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(socket))
+                .map_err(bind_error)?,
+            None => TcpListener::bind(config.ingress.listen)
                 .await
-                .map_err(|source| StartupError::Bind {
-                    addr: config.ingress.listen,
-                    source,
-                })?;
-        let ingress_addr = ingress_listener
-            .local_addr()
-            .map_err(|source| StartupError::Bind {
-                addr: config.ingress.listen,
-                source,
-            })?;
+                .map_err(bind_error)?,
+        };
+        let ingress_addr = ingress_listener.local_addr().map_err(bind_error)?;
         let (services, metrics_exporter, metrics_addr) = match config.telemetry.metrics_listen {
             Some(addr) => {
                 let (exporter, bound) = start_metrics_exporter(addr)?;
