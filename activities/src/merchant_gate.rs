@@ -107,6 +107,7 @@ impl MerchantState {
             };
             if self.queued.remove(&id) {
                 // A closed receiver (no worker signalling) only means the timers wake them.
+                tracing::debug!(workflow_id = %id, "gate: wake the next in line");
                 let _ = wakes.send(id.clone());
                 self.woken.insert(id, now);
                 room -= 1;
@@ -201,6 +202,15 @@ impl MerchantGate {
         let deferral = Self::admit(&self.policy, st, now);
         match deferral {
             Some(deferral) => {
+                tracing::debug!(
+                    merchant,
+                    waiter,
+                    held,
+                    ?deferral,
+                    in_flight = st.in_flight,
+                    woken = st.woken.len(),
+                    "gate: deferred"
+                );
                 if let Some(w) = waiter {
                     st.queue(w);
                 }
@@ -215,6 +225,14 @@ impl MerchantGate {
                     st.queued.remove(w);
                 }
                 let probe = st.half_open(now);
+                tracing::debug!(
+                    merchant,
+                    waiter,
+                    held,
+                    probe,
+                    in_flight = st.in_flight,
+                    "gate: admitted"
+                );
                 st.in_flight += 1;
                 st.probe_in_flight |= probe;
                 Ok(Pass {

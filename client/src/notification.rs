@@ -50,6 +50,14 @@ pub struct NotificationResume {
     /// Consecutive deferrals so far (the merchant busy or its breaker open), for the backoff.
     #[serde(default)]
     pub deferrals: u32,
+    /// The chain began under the workflow's `notify-v2` patch, so this run has what it
+    /// marks without a marker of its own (each costs the server two history events).
+    #[serde(default)]
+    pub v2: bool,
+    /// This run is on the retry queue (moved there by a predecessor). Carried, not read from
+    /// the task, so a replay on any queue decides the same (`notify-v2` runs only).
+    #[serde(default)]
+    pub on_retry_queue: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -66,6 +66,18 @@ pub fn all_workflows<S: workflow_replayer_options_builder::State>(
         .register_workflow::<ReconDaily>()
 }
 
+/// The replayer for histories the worker wrote through `codec` (`None`: plain payloads).
+pub fn replayer_with(codec: Option<&payflow_client::EncryptionCodec>) -> WorkflowReplayer {
+    let Some(codec) = codec else {
+        return replayer();
+    };
+    let options =
+        all_workflows(WorkflowReplayerOptions::new().data_converter(codec.data_converter()))
+            .expect("payflow's workflows register once each")
+            .build();
+    WorkflowReplayer::new(options).expect("replayer with payflow's workflows")
+}
+
 /// The replayer for the current workflow code.
 pub fn replayer() -> WorkflowReplayer {
     WorkflowReplayer::new(replayer_options()).expect("replayer with payflow's workflows")
@@ -245,6 +257,40 @@ pub async fn workflow_ids_of_type(client: &Client, workflow_type: &str) -> Vec<S
     found.into_iter().map(|(_, id)| id).collect()
 }
 
+/// The full histories of `workflow_id`'s runs as JSON: the latest first, then each run it
+/// continued from (at most ten).
+pub async fn fetch_runs(client: &Client, workflow_id: &str) -> Vec<serde_json::Value> {
+    let mut runs = Vec::new();
+    let mut run_id: Option<String> = None;
+    for _ in 0..10 {
+        let handle = match &run_id {
+            None => client.get_workflow_handle::<UntypedWorkflow>(workflow_id.to_string()),
+            Some(run) => temporalio_client::WorkflowExecutionInfo::builder()
+                .namespace(client.namespace())
+                .workflow_id(workflow_id)
+                .run_id(run.clone())
+                .build()
+                .bind_untyped(client.clone()),
+        };
+        let json = handle
+            .fetch_history(Default::default())
+            .to_json()
+            .await
+            .unwrap_or_else(|e| panic!("history of {workflow_id}: {e}"));
+        let value: serde_json::Value = serde_json::from_slice(&json).expect("history JSON");
+        run_id = value["events"][0]["attributes"]["WorkflowExecutionStartedEventAttributes"]
+            ["continued_execution_run_id"]
+            .as_str()
+            .filter(|r| !r.is_empty())
+            .map(str::to_string);
+        runs.push(value);
+        if run_id.is_none() {
+            break;
+        }
+    }
+    runs
+}
+
 /// Fetches the full history of the latest run of `workflow_id` and writes it as
 /// `{stem}.json`; returns the path written, or `None` when a file was kept.
 pub async fn save(
@@ -261,25 +307,13 @@ pub async fn save(
         );
         return None;
     }
-    let mut run_id: Option<String> = None;
     // The latest run as `{stem}`, then each run it continued from as `{stem}-before{n}` (a run
     // that continued as new, e.g. onto another task queue, has code paths of its own).
-    for n in 0..10 {
-        let handle = match &run_id {
-            None => client.get_workflow_handle::<UntypedWorkflow>(workflow_id.to_string()),
-            Some(run) => temporalio_client::WorkflowExecutionInfo::builder()
-                .namespace(client.namespace())
-                .workflow_id(workflow_id)
-                .run_id(run.clone())
-                .build()
-                .bind_untyped(client.clone()),
-        };
-        let json = handle
-            .fetch_history(Default::default())
-            .to_json()
-            .await
-            .unwrap_or_else(|e| panic!("history of {workflow_id}: {e}"));
-        let value: serde_json::Value = serde_json::from_slice(&json).expect("history JSON");
+    for (n, value) in fetch_runs(client, workflow_id)
+        .await
+        .into_iter()
+        .enumerate()
+    {
         let mut text = serde_json::to_string_pretty(&value).expect("history JSON");
         text.push('\n');
         let file = if n == 0 {
@@ -292,14 +326,6 @@ pub async fn save(
         }
         std::fs::write(&file, text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         eprintln!("recorded {workflow_id} -> {}", file.display());
-        run_id = value["events"][0]["attributes"]["WorkflowExecutionStartedEventAttributes"]
-            ["continued_execution_run_id"]
-            .as_str()
-            .filter(|r| !r.is_empty())
-            .map(str::to_string);
-        if run_id.is_none() {
-            break;
-        }
     }
     Some(path)
 }

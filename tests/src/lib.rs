@@ -251,6 +251,10 @@ pub async fn spawn_app(db: Db, timing: Timing) -> Option<Stack> {
 
 /// Like [`spawn_app`], with extra TOML appended to the generated configuration.
 pub async fn spawn_app_with(db: Db, timing: Timing, extra_toml: String) -> Option<Stack> {
+    // `RUST_LOG=...` shows the worker's log in a failing test's output.
+    if std::env::var_os("RUST_LOG").is_some() {
+        payflow::telemetry::init_stderr(payflow::config::LogFormat::Pretty);
+    }
     let address = dev_server().await.to_string();
     let database_url = fresh_database(db).await?;
     let ns = NEXT_NAMESPACE.fetch_add(1, Ordering::SeqCst);

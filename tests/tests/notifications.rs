@@ -320,3 +320,68 @@ async fn deliveries_over_a_busy_merchant_s_bound_wait_in_line_and_are_woken() {
     assert_eq!(arrived, all);
     app.shutdown().await.unwrap();
 }
+
+/// A status query that reaches the worker together with a callback's first workflow task (here:
+/// asked while no worker runs) makes the SDK end that task early: what the code does after the
+/// local first try (after a failed try, the move to the retry queue) lands in a later task.
+/// Such a history must replay; it did not when the try ended before the query was answered
+/// and the move was decided by a patch asked for after the try (fixed by `notify-v2`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_with_the_first_task_leaves_a_history_that_replays() {
+    let Some(mut app) = spawn_app(Db::Sqlite, Timing::default()).await else {
+        return;
+    };
+    app.merchant.fail_next(1);
+    let req = NotificationRequest {
+        priority: Priority::Realtime,
+        ..event(stack::MERCHANT, "e-query-first")
+    };
+    app.kill_worker().await.unwrap();
+    app.payflow.notify(req.clone()).await.unwrap();
+    let query = {
+        let payflow = app.payflow.clone();
+        let req = req.clone();
+        tokio::spawn(async move { payflow.notification(&req.merchant_id, &req.event_id).await })
+    };
+    app.start_worker().await.unwrap();
+    let answered = query.await.unwrap().expect("the query is answered");
+    assert_eq!(answered.event_id, req.event_id);
+    let s = notification_where(&app, &req, "delivered", |s| {
+        s.state == NotifyState::Delivered
+    })
+    .await;
+    assert_eq!(s.attempts.len(), 2, "{s:?}");
+    let id = notification_workflow_id(&req.merchant_id, &req.event_id);
+    let runs = payflow_tests::histories::fetch_runs(app.payflow.temporal(), &id).await;
+    let first = runs.last().expect("the first run");
+    // The split: the retry decision (a continue-as-new onto the retry queue) is not in the
+    // first task. Whether the try's result closed that task (the shape that did not replay)
+    // or came in the next depends on whether the try ended before the query was answered.
+    let history: temporalio_common::protos::temporal::api::history::v1::History =
+        serde_json::from_value(first.clone()).unwrap();
+    let kinds: Vec<EventType> = history.events.iter().map(|e| e.event_type()).collect();
+    let first_done = kinds
+        .iter()
+        .position(|k| *k == EventType::WorkflowTaskCompleted)
+        .expect("a completed first task");
+    let second = &kinds[first_done + 1..];
+    let next_task = second
+        .iter()
+        .position(|k| *k == EventType::WorkflowTaskScheduled)
+        .expect("a second workflow task");
+    assert!(
+        !second[..next_task].contains(&EventType::WorkflowExecutionContinuedAsNew),
+        "the query split the first task: {kinds:?}"
+    );
+    let replayer = payflow_tests::histories::replayer_with(app.codec());
+    for run in &runs {
+        let history =
+            temporalio_client::WorkflowHistory::from_json(&serde_json::to_vec(run).unwrap())
+                .unwrap();
+        let failure = payflow_tests::histories::replay_one(&replayer, history)
+            .await
+            .expect("replay runs");
+        assert!(failure.is_none(), "{id} replays: {failure:?}");
+    }
+    app.shutdown().await.unwrap();
+}

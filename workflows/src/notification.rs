@@ -25,6 +25,9 @@ pub struct Notification {
     wakes: u32,
     /// `MerchantId` is in the search attributes.
     merchant_upserted: bool,
+    /// This run was started under [`V2_PATCH`]: the three features patched one by one before
+    /// it are all on, and no more patch is asked for.
+    v2: bool,
 }
 
 #[workflow_methods]
@@ -51,6 +54,7 @@ impl Notification {
             retry_nows: 0,
             wakes: 0,
             merchant_upserted: false,
+            v2: false,
         }
     }
 
@@ -62,7 +66,14 @@ impl Notification {
         // task (`payflow bench e2e`). Tries after a failure or a wait stay regular activities,
         // each one visible in the history with its own retry state. Nothing that task upserts
         // shows before it ends, so it upserts once, after the try, with the state it reached.
-        let mut try_locally = request.resume.is_none() && ctx.patched(FIRST_TRY_LOCAL_PATCH);
+        // A continued run inherits the version its chain began with.
+        let v2 = match &request.resume {
+            Some(resume) => resume.v2,
+            None => ctx.patched(V2_PATCH),
+        };
+        ctx.state_mut(|s| s.v2 = v2);
+        let mut try_locally =
+            request.resume.is_none() && (v2 || ctx.patched(FIRST_TRY_LOCAL_PATCH));
         if !try_locally {
             ctx.state_mut(|s| s.merchant_upserted = true);
             ctx.upsert_search_attributes([
@@ -144,7 +155,7 @@ impl Notification {
                     let wait =
                         Self::deferral_wait(ctx, retry_after_ms, breaker_open, run.deferrals);
                     run.deferrals += 1;
-                    if ctx.patched(WAIT_IN_LINE_PATCH) {
+                    if v2 || ctx.patched(WAIT_IN_LINE_PATCH) {
                         // Wait in the merchant's line, right here: moving the run elsewhere
                         // or polling costs the server work for every waiting event.
                         Self::wait_for_wake(ctx, wait, wakes_seen).await;
@@ -267,6 +278,10 @@ impl Notification {
     /// recorded before the retry queue existed wait where they are (the patch keeps them
     /// replaying); runs already on the retry queue stay.
     fn moves_to_retry_queue(ctx: &WorkflowContext<Self>) -> bool {
+        let (v2, resume) = ctx.state(|s| (s.v2, s.request.resume.clone()));
+        if v2 {
+            return !resume.is_some_and(|r| r.on_retry_queue);
+        }
         ctx.task_queue() != task_queues::NOTIFY_RETRY && ctx.patched(RETRY_QUEUE_PATCH)
     }
 
@@ -288,6 +303,9 @@ impl Notification {
                 runs: runs + 1,
                 wait_ms,
                 deferrals: run.deferrals,
+                v2: ctx.state(|s| s.v2),
+                on_retry_queue: task_queue == RETRY
+                    || request.resume.as_ref().is_some_and(|r| r.on_retry_queue),
             }),
             ..request.clone()
         };
@@ -332,6 +350,16 @@ fn deferral_wait(retry_after_ms: u64, breaker_open: bool, deferrals: u32, byte: 
 
 /// Where waiting deliveries continue.
 const RETRY: Option<&str> = Some(task_queues::NOTIFY_RETRY);
+
+/// Marks runs, from the start of each, that have the three features below without a marker
+/// each. The markers of `notify-wait-in-line` and `notify-retry-queue` are asked for after the
+/// local first try, and when a query reaches the worker with the first workflow task, the
+/// SDK completes that task with the try's result and the rest of its commands go into the
+/// next task; on replay the code reaches the same `patched` call within the first task, where
+/// the SDK, looking ahead one task only, has not seen the marker: a replay (any query after
+/// the run left the cache) failed as non-deterministic. A patch asked for before any local
+/// activity is always in the task it was decided in.
+const V2_PATCH: &str = "notify-v2";
 
 /// Marks runs that move to the retry queue (see [`Notification::moves_to_retry_queue`]).
 const RETRY_QUEUE_PATCH: &str = "notify-retry-queue";
