@@ -63,11 +63,16 @@ pub struct BenchE2eArgs {
     /// (see `worker/src/tuning.rs`), e.g. `--tuning 'workflow_pollers = "auto"'`.
     #[arg(long, default_value = "")]
     pub tuning: String,
+    /// Measured rounds, each a baseline phase and a payments phase, in the order B P, P B,
+    /// B P, ... (2: B P P B). The server slows as it fills (in memory, every history is kept),
+    /// so whichever phase runs second pays for the first; alternating cancels that drift.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
 }
 
 pub async fn run(args: BenchE2eArgs) -> anyhow::Result<()> {
-    if args.payments == 0 || args.concurrency == 0 {
-        bail!("--payments and --concurrency must be positive");
+    if args.payments == 0 || args.concurrency == 0 || args.rounds == 0 {
+        bail!("--payments, --concurrency and --rounds must be positive");
     }
     let scratch = std::env::temp_dir().join(format!(
         "payflow-bench-e2e-{}-{}",
@@ -156,21 +161,34 @@ async fn run_in(args: &BenchE2eArgs, scratch: &Path) -> anyhow::Result<()> {
         })
         .await?;
         pay_calls.lock().expect("pay calls lock").clear();
-        let base = measured(args, server_pid, "baseline: no-op workflow", |i| {
-            noop_item(&client, "run", i)
-        })
-        .await?;
-        let pay = measured(args, server_pid, "payments end to end", |i| {
-            payment_item(
-                &stack,
-                &arrivals,
-                &pay_calls,
-                "run",
-                i,
-                args.item_timeout_secs,
-            )
-        })
-        .await?;
+        let mut base: Vec<Figures> = Vec::new();
+        let mut pay: Vec<Figures> = Vec::new();
+        for round in 0..args.rounds {
+            let tag = format!("run{round}");
+            for payments_phase in [round % 2 == 1, round % 2 == 0] {
+                if payments_phase {
+                    let label = format!("round {}: payments end to end", round + 1);
+                    pay.push(
+                        measured(args, server_pid, &label, |i| {
+                            payment_item(
+                                &stack,
+                                &arrivals,
+                                &pay_calls,
+                                &tag,
+                                i,
+                                args.item_timeout_secs,
+                            )
+                        })
+                        .await?,
+                    );
+                } else {
+                    let label = format!("round {}: baseline no-op workflow", round + 1);
+                    base.push(
+                        measured(args, server_pid, &label, |i| noop_item(&client, &tag, i)).await?,
+                    );
+                }
+            }
+        }
         anyhow::Ok((base, pay))
     }
     .await;
@@ -180,7 +198,14 @@ async fn run_in(args: &BenchE2eArgs, scratch: &Path) -> anyhow::Result<()> {
     server.stop().await;
     let (base, pay) = outcome?;
     let pay_calls = pay_calls.into_inner().expect("pay calls lock");
-    print_report(args, &tuning, &base, &pay, &pay_calls);
+    print_rounds(&base, &pay);
+    print_report(
+        args,
+        &tuning,
+        &Figures::sum(base),
+        &Figures::sum(pay),
+        &pay_calls,
+    );
     Ok(())
 }
 
@@ -199,6 +224,45 @@ struct Figures {
 impl Figures {
     fn rate(&self) -> f64 {
         self.done as f64 / self.wall.as_secs_f64()
+    }
+
+    /// The phases of all rounds as one: items, wall time and CPU add up.
+    fn sum(phases: Vec<Figures>) -> Figures {
+        let mut all = Figures {
+            done: 0,
+            failed: 0,
+            wall: Duration::ZERO,
+            latency_ms: Vec::new(),
+            own_cpu: 0.0,
+            server_cpu: Some(0.0),
+        };
+        for f in phases {
+            all.done += f.done;
+            all.failed += f.failed;
+            all.wall += f.wall;
+            all.latency_ms.extend(f.latency_ms);
+            all.own_cpu += f.own_cpu;
+            all.server_cpu = all.server_cpu.zip(f.server_cpu).map(|(a, b)| a + b);
+        }
+        all
+    }
+}
+
+/// Each round's rates, in the order they ran, so drift between phases shows.
+fn print_rounds(base: &[Figures], pay: &[Figures]) {
+    for (n, (b, p)) in base.iter().zip(pay).enumerate() {
+        let order = if n % 2 == 0 {
+            "baseline, payments"
+        } else {
+            "payments, baseline"
+        };
+        println!(
+            "round {} ({order}): baseline {:.1}/s, payments {:.1}/s, ratio {:.2}",
+            n + 1,
+            b.rate(),
+            p.rate(),
+            p.rate() / b.rate()
+        );
     }
 }
 
@@ -554,8 +618,9 @@ fn print_report(
     let (b, p) = (sorted(base), sorted(pay));
     let per = |cpu: f64, f: &Figures| 1000.0 * cpu / f.done.max(1) as f64;
     println!(
-        "payflow bench e2e: {} per phase, {} in flight, Temporal dev server {}, sandbox pays after {} ms",
+        "payflow bench e2e: {} per phase, {} rounds, {} in flight, Temporal dev server {}, sandbox pays after {} ms",
         args.payments,
+        args.rounds,
         args.concurrency,
         if args.temporal_db.is_some() {
             "on a SQLite file"
