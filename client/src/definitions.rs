@@ -17,6 +17,7 @@ use crate::refund::{RefundRequest, RefundStatus};
 use crate::transfer::{
     PayoutDecision, PayoutRequest, PayoutStatus, TransferRequest, TransferStatus,
 };
+use crate::versioned::Versioned;
 
 /// Workflow, signal, query and update names: the wire contract.
 pub mod names {
@@ -128,7 +129,7 @@ macro_rules! message_def {
 
 workflow_def!(
     /// `pay/{merchant}/{merchant_order_no}`: one payment, from prepay to the merchant's callback.
-    PaymentWorkflow, names::PAYMENT, PaymentRequest, PaymentStatus
+    PaymentWorkflow, names::PAYMENT, Versioned<PaymentRequest>, PaymentStatus
 );
 message_def!(
     /// The channel's asynchronous notification, forwarded by the ingress.
@@ -208,7 +209,7 @@ workflow_def!(
 
 workflow_def!(
     /// `notify/{merchant}/{event_id}`: sign, deliver, retry on a schedule, park for resend.
-    NotificationWorkflow, names::NOTIFICATION, NotificationRequest, NotificationStatus
+    NotificationWorkflow, names::NOTIFICATION, Versioned<NotificationRequest>, NotificationStatus
 );
 message_def!(
     query NotificationStatusQuery, NotificationWorkflow, names::STATUS, (), NotificationStatus

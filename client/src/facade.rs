@@ -33,6 +33,7 @@ use crate::refund::{RefundKind, RefundRequest, RefundRequestError, RefundStatus}
 use crate::transfer::{
     PayoutDecision, PayoutRequest, PayoutStatus, TransferRequest, TransferStatus,
 };
+use crate::versioned::Versioned;
 
 /// Errors a service can act on. Server-side details are kept as text, never secrets.
 #[derive(Debug, thiserror::Error)]
@@ -183,7 +184,7 @@ impl Payflow {
                 .client
                 .execute_update_with_start_workflow(
                     PaymentWorkflow,
-                    req.clone(),
+                    Versioned::current(req.clone()),
                     PrepayUpdate,
                     req.clone(),
                     options.clone(),
@@ -326,8 +327,14 @@ impl Payflow {
             Priority::Batch => task_queues::NOTIFY_BATCH,
         };
         let summary = self.summary(|| format!("{} to {}", req.event_type, req.merchant_id));
-        self.start_once(NotificationWorkflow, req, queue, id, summary)
-            .await
+        self.start_once(
+            NotificationWorkflow,
+            Versioned::current(req),
+            queue,
+            id,
+            summary,
+        )
+        .await
     }
 
     /// Moves money between two wallets (idempotent by transfer no). Returns at once; wait for

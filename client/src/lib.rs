@@ -19,6 +19,7 @@ pub mod payment;
 pub mod recon;
 pub mod refund;
 pub mod transfer;
+pub mod versioned;
 
 pub use codec::{CodecError, EncryptionCodec, EncryptionKey};
 pub use facade::{Payflow, PayflowError, PayflowOptions};
@@ -45,6 +46,7 @@ pub use transfer::{
     PayoutDecision, PayoutRequest, PayoutState, PayoutStatus, TransferRequest, TransferState,
     TransferStatus,
 };
+pub use versioned::{Versioned, WORKFLOW_VERSION};
 
 /// The README's examples, compiled as doc tests so they cannot drift from the API.
 #[doc = include_str!("../../README.md")]

@@ -11,6 +11,7 @@ use payflow_client::definitions::{names, search_attributes as sa};
 use payflow_client::{PayState, PaymentRequest, PaymentStatus, Prepay};
 use payflow_tests::histories::{self, Recorded, probe};
 use payflow_workflows::options::{now_ms, side_effect};
+use temporalio_client::WorkflowHistory;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::workflow_replayer::{
     WorkflowReplayFailure, WorkflowReplayer, WorkflowReplayerOptions,
@@ -168,12 +169,14 @@ async fn a_non_deterministic_payment_change_fails_replay() {
         match outcome {
             Some(WorkflowReplayFailure::Nondeterminism { message }) => {
                 // Caught where the change is: the recorded first step (the `open_payment`
-                // activity, or in later runs the `payment-v2` or `payment-v3` patch marker)
-                // is not what the changed code does first.
+                // activity, in later runs the `payment-v2` or `payment-v3` patch marker, and
+                // in runs started at version 1 the local `open_payment`'s marker) is not
+                // what the changed code does first.
                 assert!(
                     (message.contains("open_payment") && message.contains("query_trade"))
                         || message.contains("payment-v2")
-                        || message.contains("payment-v3"),
+                        || message.contains("payment-v3")
+                        || message.contains("Missing associated machine for LocalActivity"),
                     "{}: {message}",
                     p.name
                 );
@@ -188,6 +191,127 @@ async fn a_non_deterministic_payment_change_fails_replay() {
     // And the suite's own check reports each of them.
     let failed = histories::replay_failures(&changed, &payments).await;
     assert_eq!(failed.len(), payments.len(), "{failed:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Versioned inputs (`payflow_client::Versioned`) during a rolling upgrade
+
+/// `recorded` as if its starter had been a client at `WORKFLOW_VERSION`: the started event's
+/// input gets `payflow_workflow_version`, the rest of the history is unchanged. That is the
+/// history a worker from before versioned inputs writes for a new client's start: it ignores
+/// the field and asks its patches.
+fn started_by_a_versioned_client(recorded: &Recorded) -> WorkflowHistory {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut history: serde_json::Value = serde_json::from_slice(&recorded.json).unwrap();
+    let payload = &mut history["events"][0]["attributes"]["WorkflowExecutionStartedEventAttributes"]
+        ["input"]["payloads"][0]["data"];
+    let data = engine
+        .decode(payload.as_str().expect("base64 input"))
+        .unwrap();
+    let mut input: serde_json::Value = serde_json::from_slice(&data).unwrap();
+    assert!(
+        input.get("payflow_workflow_version").is_none(),
+        "{}: already versioned",
+        recorded.name
+    );
+    input["payflow_workflow_version"] = payflow_client::WORKFLOW_VERSION.into();
+    *payload = engine.encode(serde_json::to_vec(&input).unwrap()).into();
+    WorkflowHistory::from_json(&serde_json::to_vec(&history).unwrap()).unwrap()
+}
+
+/// A new client's payment and callback, run by a worker that predates versioned inputs (its
+/// histories hold the `payment-v3` and `notify-v2` markers), still replay once the workers are
+/// upgraded: the version says the patch is on, and replay consumes the old marker.
+#[tokio::test]
+async fn runs_of_new_clients_on_old_workers_replay_after_the_upgrade() {
+    let recorded = histories::load_all();
+    let marked = |name: &str, patch: &str| {
+        let r = recorded
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("{name} is not recorded"));
+        assert_eq!(patch_markers(r), [patch], "{name}");
+        r.clone()
+    };
+    let cases = [
+        marked("Payment-happy.v4", "payment-v3"),
+        marked("Payment-expired.v4", "payment-v3"),
+        marked("Notification-delivered.v5", "notify-v2"),
+        marked("Notification-retried-before1.v5", "notify-v2"),
+    ];
+    let replayer = histories::replayer();
+    for r in &cases {
+        let outcome = histories::replay_one(&replayer, started_by_a_versioned_client(r))
+            .await
+            .unwrap_or_else(|e| panic!("{}: replay did not run: {e}", r.name));
+        assert!(outcome.is_none(), "{}: {outcome:?}", r.name);
+    }
+}
+
+/// The other half of the bargain: a versioned run's history has no patch marker (that is what
+/// the version saves), and it replays.
+#[tokio::test]
+async fn versioned_runs_record_no_patch_marker() {
+    let recorded = histories::load_all();
+    let replayer = histories::replayer();
+    for name in ["Payment-happy.v6", "Notification-delivered.v6"] {
+        let r = recorded
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("{name} is not recorded"));
+        let text = String::from_utf8_lossy(&r.json);
+        assert!(
+            input_is_versioned(r),
+            "{name} was not started at the client's version"
+        );
+        assert_eq!(patch_markers(r), Vec::<String>::new(), "{name}");
+        assert!(
+            !text.contains("TemporalChangeVersion"),
+            "{name} upserts TemporalChangeVersion"
+        );
+        let outcome = histories::replay_one(&replayer, r.history()).await.unwrap();
+        assert!(outcome.is_none(), "{name}: {outcome:?}");
+    }
+}
+
+/// The patch ids of a history's patch markers, in order.
+fn patch_markers(r: &Recorded) -> Vec<String> {
+    use base64::Engine;
+    let decode = |v: &serde_json::Value| -> serde_json::Value {
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().expect("base64"))
+            .unwrap();
+        serde_json::from_slice(&data).unwrap()
+    };
+    let history: serde_json::Value = serde_json::from_slice(&r.json).unwrap();
+    history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["attributes"].get("MarkerRecordedEventAttributes"))
+        .filter(|m| m["marker_name"] == "core_patch")
+        .map(|m| {
+            decode(&m["details"]["patch-data"]["payloads"][0]["data"])["id"]
+                .as_str()
+                .expect("patch id")
+                .to_string()
+        })
+        .collect()
+}
+
+fn input_is_versioned(r: &Recorded) -> bool {
+    use base64::Engine;
+    let history: serde_json::Value = serde_json::from_slice(&r.json).unwrap();
+    let data = history["events"][0]["attributes"]["WorkflowExecutionStartedEventAttributes"]
+        ["input"]["payloads"][0]["data"]
+        .as_str()
+        .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+        .unwrap_or_default();
+    serde_json::from_slice::<serde_json::Value>(&data)
+        .ok()
+        .and_then(|v| v.get("payflow_workflow_version").cloned())
+        == Some(payflow_client::WORKFLOW_VERSION.into())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ pub mod refund;
 pub mod schedule;
 pub mod state;
 pub mod transfer;
+pub mod versioning;
 
 pub use ledger_read::LedgerRead;
 pub use notification::Notification;

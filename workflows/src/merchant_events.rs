@@ -83,7 +83,8 @@ async fn start<W, T: Serialize>(
     let started = ctx
         .start_child_workflow(
             Notification::run,
-            request,
+            // As such runs started it: unversioned, the plain request.
+            payflow_client::Versioned::unversioned(request),
             ChildWorkflowOptions::builder()
                 .workflow_id(workflow_id)
                 .task_queue(queue.to_string())

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use payflow_activities::notification::{Deliver, DeliverOutcome, NotifyActivities};
 use payflow_client::definitions::{names, search_attributes as sa, task_queues};
-use payflow_client::{NotificationRequest, NotificationResume, NotificationStatus, NotifyState};
+use payflow_client::{
+    NotificationRequest, NotificationResume, NotificationStatus, NotifyState, Versioned,
+};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ContinueAsNewOptions, SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult,
@@ -14,6 +16,7 @@ use temporalio_sdk::{
 
 use crate::options::{local_step, now_ms, side_effect};
 use crate::schedule::next_delay;
+use crate::versioning::patched_since;
 
 #[workflow]
 pub struct Notification {
@@ -28,12 +31,19 @@ pub struct Notification {
     /// This run was started under [`V2_PATCH`]: the three features patched one by one before
     /// it are all on, and no more patch is asked for.
     v2: bool,
+    /// The version its starter chose (`payflow_client::Versioned`); from 1 on a new event is
+    /// V2 without asking the patch.
+    started_at: u32,
 }
 
 #[workflow_methods]
 impl Notification {
     #[init]
-    pub fn new(ctx: &WorkflowContextView, request: NotificationRequest) -> Self {
+    pub fn new(ctx: &WorkflowContextView, start: Versioned<NotificationRequest>) -> Self {
+        let Versioned {
+            request,
+            version: started_at,
+        } = start;
         let status = NotificationStatus {
             workflow_id: ctx.workflow_id().to_string(),
             merchant_id: request.merchant_id.clone(),
@@ -55,6 +65,7 @@ impl Notification {
             wakes: 0,
             merchant_upserted: false,
             v2: false,
+            started_at,
         }
     }
 
@@ -69,7 +80,7 @@ impl Notification {
         // A continued run inherits the version its chain began with.
         let v2 = match &request.resume {
             Some(resume) => resume.v2,
-            None => ctx.patched(V2_PATCH),
+            None => patched_since(ctx, ctx.state(|s| s.started_at), 1, V2_PATCH),
         };
         ctx.state_mut(|s| s.v2 = v2);
         let mut try_locally =
@@ -311,7 +322,15 @@ impl Notification {
         };
         let mut options = ContinueAsNewOptions::default();
         options.task_queue = task_queue.map(str::to_string);
-        ctx.continue_as_new(next, options)?;
+        // The chain's version is in `resume.v2`; the next run's own input version is kept.
+        let started_at = ctx.state(|s| s.started_at);
+        ctx.continue_as_new(
+            Versioned {
+                request: next,
+                version: started_at,
+            },
+            options,
+        )?;
         Ok(())
     }
 

@@ -29,7 +29,7 @@ use payflow_activities::store::orders::Order;
 use payflow_client::definitions::{names, search_attributes as sa, task_queues};
 use payflow_client::{
     ChannelNotice, Money, PayState, PaymentRequest, PaymentStatus, Prepay, Priority, RefundKind,
-    RefundNo, RefundRequest, RefundState, Resolution,
+    RefundNo, RefundRequest, RefundState, Resolution, Versioned,
 };
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
@@ -41,6 +41,7 @@ use crate::merchant_events::{MerchantEvent, notify, notify_by_client};
 use crate::options::{local_step, now_ms};
 use crate::refund::Refund;
 use crate::state::payment::{PayEvent, transition};
+use crate::versioning::patched_since;
 
 #[workflow]
 pub struct Payment {
@@ -59,6 +60,9 @@ pub struct Payment {
     /// A run of the third version (see `V3_PATCH`): merchant, order no, amount and channel
     /// go into the search attributes with the first state change, in one upsert.
     v3: bool,
+    /// The version its starter chose (`payflow_client::Versioned`); from 1 on a run is V3
+    /// without asking the patch.
+    started_at: u32,
 }
 
 type HandlerError = Box<dyn std::error::Error + Send + Sync>;
@@ -66,7 +70,11 @@ type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 #[workflow_methods]
 impl Payment {
     #[init]
-    pub fn new(ctx: &WorkflowContextView, request: PaymentRequest) -> Self {
+    pub fn new(ctx: &WorkflowContextView, start: Versioned<PaymentRequest>) -> Self {
+        let Versioned {
+            request,
+            version: started_at,
+        } = start;
         let status = PaymentStatus {
             workflow_id: ctx.workflow_id().to_string(),
             merchant_id: request.merchant_id.clone(),
@@ -94,6 +102,7 @@ impl Payment {
             pending_resolution: None,
             local_steps: false,
             v3: false,
+            started_at,
         }
     }
 
@@ -105,8 +114,9 @@ impl Payment {
         // upserts once, with its final state (`apply`). Runs recorded before upserted as
         // they went. A patch costs the same (a marker and an upsert of
         // `TemporalChangeVersion`), so V3 implies V2 and callbacks started by the client
-        // instead of marking each.
-        let v3 = ctx.patched(V3_PATCH);
+        // instead of marking each, and runs started at version 1 are V3 unasked.
+        let started_at = ctx.state(|s| s.started_at);
+        let v3 = patched_since(ctx, started_at, 1, V3_PATCH);
         let v2 = v3 || ctx.patched(V2_PATCH);
         ctx.state_mut(|s| {
             s.local_steps = v2;
