@@ -202,22 +202,34 @@ async fn a_non_deterministic_payment_change_fails_replay() {
 /// the field and asks its patches.
 fn started_by_a_versioned_client(recorded: &Recorded) -> WorkflowHistory {
     use base64::Engine;
-    let engine = base64::engine::general_purpose::STANDARD;
     let mut history: serde_json::Value = serde_json::from_slice(&recorded.json).unwrap();
-    let payload = &mut history["events"][0]["attributes"]["WorkflowExecutionStartedEventAttributes"]
-        ["input"]["payloads"][0]["data"];
-    let data = engine
-        .decode(payload.as_str().expect("base64 input"))
-        .unwrap();
-    let mut input: serde_json::Value = serde_json::from_slice(&data).unwrap();
+    let data = input_data(&mut history);
+    let mut input = decode_json(data);
     assert!(
         input.get("payflow_workflow_version").is_none(),
         "{}: already versioned",
         recorded.name
     );
     input["payflow_workflow_version"] = payflow_client::WORKFLOW_VERSION.into();
-    *payload = engine.encode(serde_json::to_vec(&input).unwrap()).into();
+    *data = base64::engine::general_purpose::STANDARD
+        .encode(serde_json::to_vec(&input).unwrap())
+        .into();
     WorkflowHistory::from_json(&serde_json::to_vec(&history).unwrap()).unwrap()
+}
+
+/// The started event's input payload (its base64 `data`) in a history's JSON.
+fn input_data(history: &mut serde_json::Value) -> &mut serde_json::Value {
+    &mut history["events"][0]["attributes"]["WorkflowExecutionStartedEventAttributes"]["input"]["payloads"]
+        [0]["data"]
+}
+
+/// A payload's base64 `data`, read as JSON.
+fn decode_json(data: &serde_json::Value) -> serde_json::Value {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data.as_str().expect("base64 payload data"))
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
 }
 
 /// A new client's payment and callback, run by a worker that predates versioned inputs (its
@@ -277,13 +289,6 @@ async fn versioned_runs_record_no_patch_marker() {
 
 /// The patch ids of a history's patch markers, in order.
 fn patch_markers(r: &Recorded) -> Vec<String> {
-    use base64::Engine;
-    let decode = |v: &serde_json::Value| -> serde_json::Value {
-        let data = base64::engine::general_purpose::STANDARD
-            .decode(v.as_str().expect("base64"))
-            .unwrap();
-        serde_json::from_slice(&data).unwrap()
-    };
     let history: serde_json::Value = serde_json::from_slice(&r.json).unwrap();
     history["events"]
         .as_array()
@@ -292,7 +297,7 @@ fn patch_markers(r: &Recorded) -> Vec<String> {
         .filter_map(|e| e["attributes"].get("MarkerRecordedEventAttributes"))
         .filter(|m| m["marker_name"] == "core_patch")
         .map(|m| {
-            decode(&m["details"]["patch-data"]["payloads"][0]["data"])["id"]
+            decode_json(&m["details"]["patch-data"]["payloads"][0]["data"])["id"]
                 .as_str()
                 .expect("patch id")
                 .to_string()
@@ -301,17 +306,9 @@ fn patch_markers(r: &Recorded) -> Vec<String> {
 }
 
 fn input_is_versioned(r: &Recorded) -> bool {
-    use base64::Engine;
-    let history: serde_json::Value = serde_json::from_slice(&r.json).unwrap();
-    let data = history["events"][0]["attributes"]["WorkflowExecutionStartedEventAttributes"]
-        ["input"]["payloads"][0]["data"]
-        .as_str()
-        .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
-        .unwrap_or_default();
-    serde_json::from_slice::<serde_json::Value>(&data)
-        .ok()
-        .and_then(|v| v.get("payflow_workflow_version").cloned())
-        == Some(payflow_client::WORKFLOW_VERSION.into())
+    let mut history: serde_json::Value = serde_json::from_slice(&r.json).unwrap();
+    decode_json(input_data(&mut history)).get("payflow_workflow_version")
+        == Some(&payflow_client::WORKFLOW_VERSION.into())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -165,7 +165,7 @@ async fn run_in(args: &BenchE2eArgs, scratch: &Path) -> anyhow::Result<()> {
         let mut pay: Vec<Figures> = Vec::new();
         for round in 0..args.rounds {
             let tag = format!("run{round}");
-            for payments_phase in [round % 2 == 1, round % 2 == 0] {
+            for payments_phase in [payments_first(round), !payments_first(round)] {
                 if payments_phase {
                     let label = format!("round {}: payments end to end", round + 1);
                     pay.push(
@@ -248,13 +248,18 @@ impl Figures {
     }
 }
 
+/// Rounds alternate their phase order (`--rounds`): the first runs the baseline first.
+fn payments_first(round: usize) -> bool {
+    round % 2 == 1
+}
+
 /// Each round's rates, in the order they ran, so drift between phases shows.
 fn print_rounds(base: &[Figures], pay: &[Figures]) {
     for (n, (b, p)) in base.iter().zip(pay).enumerate() {
-        let order = if n % 2 == 0 {
-            "baseline, payments"
-        } else {
+        let order = if payments_first(n) {
             "payments, baseline"
+        } else {
+            "baseline, payments"
         };
         println!(
             "round {} ({order}): baseline {:.1}/s, payments {:.1}/s, ratio {:.2}",
