@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use payflow_client::{DeliveryAttempt, NotificationRequest};
+use payflow_client::{DeliveryAttempt, NotificationRequest, NotificationResume};
 use serde::{Deserialize, Serialize};
 use temporalio_common::error::ApplicationFailure;
 use temporalio_macros::activities;
@@ -59,6 +59,25 @@ pub struct StartNotification {
     pub request: NotificationRequest,
 }
 
+/// A realtime event's first try, made by the business workflow itself (seed 000's synchronous
+/// layer: request the URL first, keep a record after); only an event that try does not
+/// deliver gets a Notification workflow, the compensating-retry layer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FirstTry {
+    pub request: NotificationRequest,
+    /// Unix ms of the event, fixed by the calling workflow: a retry sends the same body.
+    pub event_time_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FirstTryOutcome {
+    /// The merchant accepted the callback; no workflow was started for it.
+    Delivered(DeliveryAttempt),
+    /// Not delivered: the event's Notification workflow was started (or already was) and
+    /// takes it from here (retries, waiting for a busy merchant, parking).
+    HandedOver,
+}
+
 /// What the merchant receives: `{"type", "timestamp", "data"}`.
 #[derive(Serialize)]
 struct Body<'a> {
@@ -88,12 +107,57 @@ impl NotifyActivities {
         _ctx: ActivityContext,
         input: StartNotification,
     ) -> Result<(), ActivityError> {
-        let payflow = self
-            .services
-            .temporal
-            .get()
-            .ok_or_else(|| transient("the worker has no Temporal client yet"))?;
-        payflow.notify(input.request).await.map_err(transient)
+        self.start(input.request).await
+    }
+
+    /// One delivery attempt of a new event, then, unless it was delivered, the event's
+    /// Notification workflow: after a failed attempt it starts on the retry queue, waiting for
+    /// the schedule's first retry with that attempt on record (as the workflow itself would
+    /// have continued); anything else (deferred by the merchant gate, held, undeliverable)
+    /// starts it as a new event. At least once: a retried step may deliver twice, with the
+    /// same `webhook-id`; starting is idempotent by workflow id.
+    #[activity]
+    pub async fn first_try(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: FirstTry,
+    ) -> Result<FirstTryOutcome, ActivityError> {
+        let deliver = Deliver {
+            request: input.request.clone(),
+            attempt: 1,
+            event_time_ms: input.event_time_ms,
+        };
+        // No waiter: a deferred first try does not wait here, its workflow waits in line.
+        let mut request = input.request;
+        match self.attempt(deliver, None).await? {
+            DeliverOutcome::Attempted { attempt, .. } if attempt.delivered => {
+                return Ok(FirstTryOutcome::Delivered(attempt));
+            }
+            DeliverOutcome::Attempted {
+                attempt,
+                retry_schedule_ms,
+                ..
+            } => {
+                // With no retry in the schedule the workflow makes one more try and parks.
+                if let Some(&wait_ms) = retry_schedule_ms.first() {
+                    request.resume = Some(NotificationResume {
+                        attempts: vec![attempt],
+                        in_cycle: 1,
+                        event_time_ms: input.event_time_ms,
+                        runs: 0,
+                        wait_ms: wait_ms.max(1),
+                        deferrals: 0,
+                        v2: true,
+                        on_retry_queue: true,
+                    });
+                }
+            }
+            DeliverOutcome::Deferred { .. }
+            | DeliverOutcome::Held
+            | DeliverOutcome::Undeliverable(_) => {}
+        }
+        self.start(request).await?;
+        Ok(FirstTryOutcome::HandedOver)
     }
 
     #[activity]
@@ -101,6 +165,29 @@ impl NotifyActivities {
         self: Arc<Self>,
         ctx: ActivityContext,
         input: Deliver,
+    ) -> Result<DeliverOutcome, ActivityError> {
+        let waiter = ctx.info().workflow_id.clone();
+        self.attempt(input, waiter.as_deref()).await
+    }
+}
+
+impl NotifyActivities {
+    /// Starts the event's Notification workflow (idempotent by workflow id).
+    async fn start(&self, request: NotificationRequest) -> Result<(), ActivityError> {
+        let payflow = self
+            .services
+            .temporal
+            .get()
+            .ok_or_else(|| transient("the worker has no Temporal client yet"))?;
+        payflow.notify(request).await.map_err(transient)
+    }
+
+    /// One delivery attempt through the merchant gate; `waiter` (a Notification workflow's
+    /// id) joins the merchant's waiting line when the gate defers it.
+    async fn attempt(
+        &self,
+        input: Deliver,
+        waiter: Option<&str>,
     ) -> Result<DeliverOutcome, ActivityError> {
         let s = &self.services;
         let req = &input.request;
@@ -128,7 +215,6 @@ impl NotifyActivities {
         })?;
         // Deferred, this workflow waits in the merchant's line and is woken (signal `wake`)
         // when the merchant has room.
-        let waiter = ctx.info().workflow_id.as_deref();
         let pass = match s.gate.enter(req.merchant_id.as_str(), waiter) {
             Ok(pass) => pass,
             Err(deferral) => {

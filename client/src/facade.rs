@@ -322,7 +322,12 @@ impl Payflow {
     /// Asks payflow to deliver an event to a merchant's notify URL (idempotent by event id).
     pub async fn notify(&self, req: NotificationRequest) -> Result<(), PayflowError> {
         let id = notification_workflow_id(&req.merchant_id, &req.event_id);
+        // An event whose first try its business workflow made and lost starts where a
+        // Notification that failed its own first try continues: on the retry queue.
         let queue = match req.priority {
+            _ if req.resume.as_ref().is_some_and(|r| r.on_retry_queue) => {
+                task_queues::NOTIFY_RETRY
+            }
             Priority::Realtime => task_queues::NOTIFY_REALTIME,
             Priority::Batch => task_queues::NOTIFY_BATCH,
         };

@@ -11,10 +11,12 @@ use serde::{Deserialize, Serialize};
 /// The version this client starts Payment and Notification workflows at.
 ///
 /// 1: a Payment runs `payment-v3` and a Notification `notify-v2` without their markers.
+/// 2: a Payment makes its callback's first try itself and starts a Notification only for a
+///    callback that try did not deliver (a Notification runs as at 1).
 /// Workers must be upgraded before clients: a worker from before version 1 ignores the field
 /// and asks its patches, which replays on later workers too (see
 /// `payflow_workflows::versioning`), but a worker from before those patches would not.
-pub const WORKFLOW_VERSION: u32 = 1;
+pub const WORKFLOW_VERSION: u32 = 2;
 
 /// A workflow's start input: the request as services build it, plus the code version.
 ///

@@ -385,3 +385,93 @@ async fn a_query_with_the_first_task_leaves_a_history_that_replays() {
     }
     app.shutdown().await.unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// A payment's callback: its first try is the payment's own (seed 000's synchronous layer)
+
+/// The payment's callback, delivered at its first try, leaves no Notification workflow behind:
+/// the payment itself is found by `payflow notify list --state delivered`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_callback_delivered_at_its_first_try_needs_no_workflow() {
+    let Some(app) = spawn_app(Db::Sqlite, Timing::default()).await else {
+        return;
+    };
+    let req = payflow_tests::payment_request("o-first-try", "8.80");
+    let prepay = app.payflow.pay(req.clone()).await.unwrap();
+    let ok = payflow_tests::accepted_callbacks(&app).await;
+    assert_eq!(ok.len(), 1);
+    assert_eq!(ok[0].body["type"], "payment.succeeded");
+    let event = format!("{}-payment-succeeded", prepay.order_id);
+    assert_eq!(ok[0].webhook_id, event);
+
+    let id = notification_workflow_id(&req.merchant_id, &EventId::parse(&event).unwrap());
+    let missing = app
+        .payflow
+        .temporal()
+        .get_workflow_handle::<NotificationWorkflow>(id.clone())
+        .describe(WorkflowDescribeOptions::default())
+        .await;
+    assert!(missing.is_err(), "{id} was started: {missing:?}");
+
+    let payment_id =
+        payflow_client::ids::payment_workflow_id(&req.merchant_id, &req.merchant_order_no);
+    let listed = eventually(Duration::from_secs(10), "the payment listed", || async {
+        let rows = payflow::cli_notify::list(
+            &app.payflow,
+            NotifyState::Delivered,
+            Some(&req.merchant_id),
+            10,
+        )
+        .await
+        .ok()?;
+        rows.into_iter().find(|r| r.workflow_id == payment_id)
+    })
+    .await;
+    assert_eq!(listed.workflow_type, "Payment");
+    app.shutdown().await.unwrap();
+}
+
+/// A first try that fails hands the callback to its Notification workflow, which starts on the
+/// retry queue with that attempt on record and the same body, and delivers the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_callback_whose_first_try_failed_is_retried_by_its_notification() {
+    let Some(app) = spawn_app(Db::Sqlite, Timing::default()).await else {
+        return;
+    };
+    app.merchant.fail_next(1);
+    let req = payflow_tests::payment_request("o-first-try-fails", "9.90");
+    let prepay = app.payflow.pay(req.clone()).await.unwrap();
+    let callback = NotificationRequest {
+        event_id: EventId::parse(format!("{}-payment-succeeded", prepay.order_id)).unwrap(),
+        ..event(stack::MERCHANT, "unused")
+    };
+    let s = notification_where(&app, &callback, "delivered", |s| {
+        s.state == NotifyState::Delivered
+    })
+    .await;
+    let numbers: Vec<(u32, Option<u16>, bool)> = s
+        .attempts
+        .iter()
+        .map(|a| (a.number, a.status, a.delivered))
+        .collect();
+    assert_eq!(numbers, [(1, Some(503), false), (2, Some(200), true)]);
+
+    let got = app.merchant.received();
+    assert_eq!(got.len(), 2, "one failed try, one delivery");
+    assert!(
+        got.iter()
+            .all(|c| c.webhook_id == callback.event_id.as_str() && c.signature_valid)
+    );
+    assert_eq!(got[0].body, got[1].body, "the retry sends the same body");
+
+    let id = notification_workflow_id(&callback.merchant_id, &callback.event_id);
+    let described = app
+        .payflow
+        .temporal()
+        .get_workflow_handle::<NotificationWorkflow>(id)
+        .describe(WorkflowDescribeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(described.task_queue(), task_queues::NOTIFY_RETRY);
+    app.shutdown().await.unwrap();
+}

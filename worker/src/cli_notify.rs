@@ -1,5 +1,6 @@
 //! `payflow notify ...`: operator controls over merchant callbacks, through Temporal.
-//! `list` finds events by state (search attribute `NotifyState`); `resend` starts a fresh
+//! `list` finds events by state (search attribute `NotifyState`, on Notification workflows and
+//! on payments whose callback went out at the first try); `resend` starts a fresh
 //! attempt cycle of a parked or held event; `retry-now` skips the current wait.
 
 use anyhow::{Context, bail};
@@ -107,6 +108,48 @@ fn workflow_id(merchant: &str, event_id: &str) -> anyhow::Result<String> {
     ))
 }
 
+/// One callback found by `notify list`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ListedCallback {
+    pub workflow_id: String,
+    pub run_id: String,
+    /// `Notification`, or `Payment` for a payment whose callback went out at its first try.
+    pub workflow_type: String,
+    pub state: &'static str,
+}
+
+/// Callbacks in `state`, newest first: Notification workflows, and payments whose callback
+/// their first try delivered (they carry `NotifyState` themselves; no workflow was needed).
+pub async fn list(
+    payflow: &Payflow,
+    state: NotifyState,
+    merchant: Option<&MerchantId>,
+    limit: usize,
+) -> anyhow::Result<Vec<ListedCallback>> {
+    let mut query = format!(
+        "WorkflowType IN ('Notification', 'Payment') AND NotifyState = '{}'",
+        state.as_str()
+    );
+    if let Some(m) = merchant {
+        // Parsed, so safe inside a visibility query.
+        query.push_str(&format!(" AND MerchantId = '{m}'"));
+    }
+    let mut stream = payflow
+        .temporal()
+        .list_workflows(query, WorkflowListOptions::builder().limit(limit).build());
+    let mut rows = Vec::new();
+    while let Some(item) = stream.next().await {
+        let wf = item.context("list workflows")?;
+        rows.push(ListedCallback {
+            workflow_id: wf.id().to_string(),
+            run_id: wf.run_id().to_string(),
+            workflow_type: wf.workflow_type().to_string(),
+            state: state.as_str(),
+        });
+    }
+    Ok(rows)
+}
+
 pub async fn run(cmd: NotifyCommand) -> anyhow::Result<()> {
     match cmd {
         NotifyCommand::List {
@@ -117,33 +160,19 @@ pub async fn run(cmd: NotifyCommand) -> anyhow::Result<()> {
             temporal,
         } => {
             let payflow = connect(&temporal).await?;
-            let mut query = format!(
-                "WorkflowType = 'Notification' AND NotifyState = '{}'",
-                state.state().as_str()
-            );
-            if let Some(m) = merchant {
-                // Validated first: the id goes into a visibility query.
-                query.push_str(&format!(" AND MerchantId = '{}'", MerchantId::parse(m)?));
-            }
-            let mut stream = payflow
-                .temporal()
-                .list_workflows(query, WorkflowListOptions::builder().limit(limit).build());
-            let mut rows = Vec::new();
-            while let Some(item) = stream.next().await {
-                let wf = item.context("list workflows")?;
-                rows.push(serde_json::json!({
-                    "workflow_id": wf.id(),
-                    "run_id": wf.run_id(),
-                    "state": state.state().as_str(),
-                }));
-            }
+            let merchant = merchant.map(MerchantId::parse).transpose()?;
+            let rows = list(&payflow, state.state(), merchant.as_ref(), limit).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else if rows.is_empty() {
                 println!("no notifications {}", state.state().as_str());
             } else {
                 for r in &rows {
-                    println!("{}", r["workflow_id"].as_str().unwrap_or_default());
+                    if r.workflow_type == "Payment" {
+                        println!("{} (its callback, delivered at the first try)", r.workflow_id);
+                    } else {
+                        println!("{}", r.workflow_id);
+                    }
                 }
             }
             Ok(())

@@ -10,7 +10,9 @@ use temporalio_sdk::{
     ApplicationFailure, ChildWorkflowOptions, ParentClosePolicy, WorkflowContext, WorkflowResult,
 };
 
-use payflow_activities::notification::{NotifyActivities, StartNotification};
+use payflow_activities::notification::{
+    FirstTry, FirstTryOutcome, NotifyActivities, StartNotification,
+};
 
 use crate::notification::Notification;
 use crate::options::local_step;
@@ -46,20 +48,39 @@ pub async fn notify_by_client<W, T: Serialize>(
     start(ctx, event, true).await
 }
 
-async fn start<W, T: Serialize>(
+/// Makes the event's first delivery attempt in the calling workflow's task (a local
+/// activity), and hands an event it does not deliver to its Notification workflow (see
+/// `NotifyActivities::first_try`). The calling workflow's history holds the attempt.
+pub async fn first_try<W, T: Serialize>(
     ctx: &mut WorkflowContext<W>,
     event: MerchantEvent<'_, T>,
-    by_client: bool,
-) -> WorkflowResult<()> {
-    let invalid = |e: &dyn std::fmt::Display| ApplicationFailure::non_retryable(e.to_string());
+    event_time_ms: i64,
+) -> WorkflowResult<FirstTryOutcome> {
+    let summary = format!("{} (first try)", event.summary);
+    let request = request(event)?;
+    local_step(
+        ctx,
+        true,
+        NotifyActivities::first_try,
+        FirstTry {
+            request,
+            event_time_ms,
+        },
+        summary,
+    )
+    .await
+    .map_err(|e| invalid(&e).into())
+}
+
+fn invalid(e: &dyn std::fmt::Display) -> ApplicationFailure {
+    ApplicationFailure::non_retryable(e.to_string())
+}
+
+/// The event as its Notification workflow takes it.
+fn request<T: Serialize>(event: MerchantEvent<'_, T>) -> WorkflowResult<NotificationRequest> {
     let event_id = EventId::parse(event.event_id).map_err(|e| invalid(&e))?;
-    let workflow_id = payflow_client::ids::notification_workflow_id(event.merchant, &event_id);
     let data = serde_json::to_value(event.data).map_err(|e| invalid(&e))?;
-    let queue = match event.priority {
-        Priority::Realtime => task_queues::NOTIFY_REALTIME,
-        Priority::Batch => task_queues::NOTIFY_BATCH,
-    };
-    let request = NotificationRequest {
+    Ok(NotificationRequest {
         merchant_id: event.merchant.clone(),
         event_id,
         event_type: event.event_type.to_string(),
@@ -67,14 +88,29 @@ async fn start<W, T: Serialize>(
         priority: event.priority,
         notify_url: event.notify_url,
         resume: None,
+    })
+}
+
+async fn start<W, T: Serialize>(
+    ctx: &mut WorkflowContext<W>,
+    event: MerchantEvent<'_, T>,
+    by_client: bool,
+) -> WorkflowResult<()> {
+    let queue = match event.priority {
+        Priority::Realtime => task_queues::NOTIFY_REALTIME,
+        Priority::Batch => task_queues::NOTIFY_BATCH,
     };
+    let summary = event.summary.clone();
+    let request = request(event)?;
+    let workflow_id =
+        payflow_client::ids::notification_workflow_id(&request.merchant_id, &request.event_id);
     if by_client {
         local_step(
             ctx,
             true,
             NotifyActivities::start_notification,
             StartNotification { request },
-            event.summary,
+            summary,
         )
         .await
         .map_err(|e| invalid(&e))?;
@@ -89,7 +125,7 @@ async fn start<W, T: Serialize>(
                 .workflow_id(workflow_id)
                 .task_queue(queue.to_string())
                 .parent_close_policy(ParentClosePolicy::Abandon)
-                .static_summary(event.summary)
+                .static_summary(summary)
                 .build(),
         )
         .await;

@@ -25,19 +25,21 @@ use payflow_activities::channels::{CloseOutcome, TradeQuery, TradeState};
 use payflow_activities::payment::{
     MoveOrder, OpenPayment, Opened, PaymentActivities, PrepayOutcome, SettlePaid,
 };
+use payflow_activities::notification::FirstTryOutcome;
 use payflow_activities::store::orders::Order;
 use payflow_client::definitions::{names, search_attributes as sa, task_queues};
 use payflow_client::{
-    ChannelNotice, Money, PayState, PaymentRequest, PaymentStatus, Prepay, Priority, RefundKind,
+    ChannelNotice, Money, NotifyState, PayState, PaymentRequest, PaymentStatus, Prepay, Priority, RefundKind,
     RefundNo, RefundRequest, RefundState, Resolution, Versioned,
 };
+use temporalio_common::search_attributes::SearchAttributeUpdate;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ApplicationFailure, ChildWorkflowOptions, SyncWorkflowContext, WorkflowContext,
     WorkflowContextView, WorkflowResult,
 };
 
-use crate::merchant_events::{MerchantEvent, notify, notify_by_client};
+use crate::merchant_events::{MerchantEvent, first_try, notify, notify_by_client};
 use crate::options::{local_step, now_ms};
 use crate::refund::Refund;
 use crate::state::payment::{PayEvent, transition};
@@ -64,6 +66,10 @@ pub struct Payment {
     /// without asking the patch.
     started_at: u32,
 }
+
+/// Runs started at this version or later make their callback's first try themselves
+/// ([`Payment::notify_merchant`]); no patch marks it, the input's version does.
+const FIRST_TRY_SINCE: u32 = 2;
 
 type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -261,8 +267,9 @@ impl Payment {
                 )
                 .await?;
                 let now = now_ms(ctx.workflow_time());
-                Self::apply(ctx, PayEvent::Closed, |s| s.status.closed_at_ms = Some(now))?;
-                Self::notify_merchant(ctx, &order, "payment.closed").await?;
+                let updates =
+                    Self::transit(ctx, PayEvent::Closed, |s| s.status.closed_at_ms = Some(now))?;
+                Self::notify_merchant(ctx, &order, "payment.closed", updates).await?;
             }
         }
         Self::finish(ctx).await
@@ -361,6 +368,18 @@ impl Payment {
         event: PayEvent,
         patch: impl FnOnce(&mut Self),
     ) -> WorkflowResult<()> {
+        let updates = Self::transit(ctx, event, patch)?;
+        ctx.upsert_search_attributes(updates);
+        Ok(())
+    }
+
+    /// [`Payment::apply`] without the upsert: the search attribute updates it calls for, for a
+    /// caller that has more to upsert in the same task.
+    fn transit(
+        ctx: &mut WorkflowContext<Self>,
+        event: PayEvent,
+        patch: impl FnOnce(&mut Self),
+    ) -> WorkflowResult<Vec<SearchAttributeUpdate>> {
         let from = ctx.state(|s| s.status.state);
         let to = transition(from, event)
             .map_err(|e| ApplicationFailure::non_retryable(e.to_string()))?;
@@ -372,11 +391,10 @@ impl Payment {
         // Every transition out of `Created` is the run's first.
         if v3 && from == PayState::Created {
             let (request, channel) = ctx.state(|s| (s.request.clone(), s.status.channel.clone()));
-            ctx.upsert_search_attributes(Self::identity(&request, channel, to));
+            Ok(Self::identity(&request, channel, to))
         } else {
-            ctx.upsert_search_attributes([sa::PAY_STATE.value_set(to.to_string())]);
+            Ok(vec![sa::PAY_STATE.value_set(to.to_string())])
         }
-        Ok(())
     }
 
     /// The search attributes operators find a payment by, with its state (and its channel,
@@ -385,7 +403,7 @@ impl Payment {
         request: &PaymentRequest,
         channel: Option<String>,
         state: PayState,
-    ) -> Vec<temporalio_common::search_attributes::SearchAttributeUpdate> {
+    ) -> Vec<SearchAttributeUpdate> {
         let mut v = vec![
             sa::MERCHANT_ID.value_set(request.merchant_id.to_string()),
             sa::ORDER_NO.value_set(request.merchant_order_no.to_string()),
@@ -472,11 +490,11 @@ impl Payment {
         )
         .await?;
         let now = now_ms(ctx.workflow_time());
-        Self::apply(ctx, PayEvent::PaidConfirmed, |s| {
+        let updates = Self::transit(ctx, PayEvent::PaidConfirmed, |s| {
             s.status.channel_trade_no = q.channel_trade_no.clone();
             s.status.paid_at_ms = Some(now);
         })?;
-        Self::notify_merchant(ctx, order, "payment.succeeded").await
+        Self::notify_merchant(ctx, order, "payment.succeeded", updates).await
     }
 
     /// Waits for an operator's decision and carries it out. A refund that fails leaves the
@@ -506,10 +524,10 @@ impl Payment {
                     )
                     .await?;
                     let now = now_ms(ctx.workflow_time());
-                    Self::apply(ctx, PayEvent::OperatorAccepted, |s| {
+                    let updates = Self::transit(ctx, PayEvent::OperatorAccepted, |s| {
                         s.status.paid_at_ms = Some(now)
                     })?;
-                    return Self::notify_merchant(ctx, order, "payment.succeeded").await;
+                    return Self::notify_merchant(ctx, order, "payment.succeeded", updates).await;
                 }
                 Resolution::Refund => {
                     let request = ctx.state(|s| s.request.clone());
@@ -555,13 +573,28 @@ impl Payment {
         }
     }
 
-    /// Starts the merchant callback, a workflow of its own that outlives this one.
+    /// Tells the merchant, and upserts `updates` (the state change the event reports).
+    ///
+    /// Since [`FIRST_TRY_SINCE`] the callback's first try is made here, in this workflow task
+    /// (seed 000: realtime callbacks go out at once, only failures go to the compensating
+    /// retry layer): a callback delivered at once costs the server no workflow of its own,
+    /// and this payment carries `NotifyState = Delivered`. One it does not deliver is handed
+    /// to its Notification workflow, which outlives this one. Runs started before start that
+    /// workflow for every callback.
     async fn notify_merchant(
         ctx: &mut WorkflowContext<Self>,
         order: &Order,
         event_type: &str,
+        mut updates: Vec<SearchAttributeUpdate>,
     ) -> WorkflowResult<()> {
-        let (request, status, v3) = ctx.state(|s| (s.request.clone(), s.status.clone(), s.v3));
+        let (request, status, v3, started_at) = ctx.state(|s| {
+            (
+                s.request.clone(),
+                s.status.clone(),
+                s.v3,
+                s.started_at,
+            )
+        });
         let event = MerchantEvent {
             merchant: &request.merchant_id,
             event_id: format!("{}-{}", order.order_id, event_type.replace('.', "-")),
@@ -574,11 +607,21 @@ impl Payment {
                 request.merchant_id, request.merchant_order_no
             ),
         };
-        if v3 {
-            notify_by_client(ctx, event).await
-        } else {
-            notify(ctx, event).await
+        if started_at < FIRST_TRY_SINCE {
+            ctx.upsert_search_attributes(updates);
+            return if v3 {
+                notify_by_client(ctx, event).await
+            } else {
+                notify(ctx, event).await
+            };
         }
+        let event_time_ms = now_ms(ctx.workflow_time());
+        if let FirstTryOutcome::Delivered(_) = first_try(ctx, event, event_time_ms).await? {
+            let delivered = NotifyState::Delivered.as_str().to_string();
+            updates.push(sa::NOTIFY_STATE.value_set(delivered));
+        }
+        ctx.upsert_search_attributes(updates);
+        Ok(())
     }
 
     async fn finish(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<PaymentStatus> {
