@@ -325,9 +325,7 @@ impl Payflow {
         // An event whose first try its business workflow made and lost starts where a
         // Notification that failed its own first try continues: on the retry queue.
         let queue = match req.priority {
-            _ if req.resume.as_ref().is_some_and(|r| r.on_retry_queue) => {
-                task_queues::NOTIFY_RETRY
-            }
+            _ if req.resume.as_ref().is_some_and(|r| r.on_retry_queue) => task_queues::NOTIFY_RETRY,
             Priority::Realtime => task_queues::NOTIFY_REALTIME,
             Priority::Batch => task_queues::NOTIFY_BATCH,
         };

@@ -181,6 +181,21 @@ async fn temporal_history_holds_no_order_number_amount_or_account_in_clear() {
     .await;
     assert_eq!(status.amount.to_string(), format!("{amount} CNY"));
     accepted_count(&app, "payment.succeeded", Duration::from_secs(45)).await;
+    // A payment's callback delivered at once runs in the payment's own history; an event a
+    // service sends goes through a Notification workflow of its own.
+    app.payflow
+        .notify(payflow_client::NotificationRequest {
+            merchant_id: req.merchant_id.clone(),
+            event_id: payflow_client::EventId::parse(format!("{order_no}-shipped")).unwrap(),
+            event_type: "order.shipped".into(),
+            data: serde_json::json!({"merchant_order_no": order_no, "amount": amount}),
+            priority: payflow_client::Priority::Realtime,
+            notify_url: None,
+            resume: None,
+        })
+        .await
+        .expect("notify");
+    accepted_count(&app, "order.shipped", Duration::from_secs(45)).await;
     // The merchant's account, read the way services read the books: a LedgerRead workflow.
     let balance = app
         .payflow

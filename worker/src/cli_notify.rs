@@ -169,7 +169,10 @@ pub async fn run(cmd: NotifyCommand) -> anyhow::Result<()> {
             } else {
                 for r in &rows {
                     if r.workflow_type == "Payment" {
-                        println!("{} (its callback, delivered at the first try)", r.workflow_id);
+                        println!(
+                            "{} (its callback, delivered at the first try)",
+                            r.workflow_id
+                        );
                     } else {
                         println!("{}", r.workflow_id);
                     }

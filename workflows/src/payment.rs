@@ -22,15 +22,15 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use payflow_activities::channels::{CloseOutcome, TradeQuery, TradeState};
+use payflow_activities::notification::FirstTryOutcome;
 use payflow_activities::payment::{
     MoveOrder, OpenPayment, Opened, PaymentActivities, PrepayOutcome, SettlePaid,
 };
-use payflow_activities::notification::FirstTryOutcome;
 use payflow_activities::store::orders::Order;
 use payflow_client::definitions::{names, search_attributes as sa, task_queues};
 use payflow_client::{
-    ChannelNotice, Money, NotifyState, PayState, PaymentRequest, PaymentStatus, Prepay, Priority, RefundKind,
-    RefundNo, RefundRequest, RefundState, Resolution, Versioned,
+    ChannelNotice, Money, NotifyState, PayState, PaymentRequest, PaymentStatus, Prepay, Priority,
+    RefundKind, RefundNo, RefundRequest, RefundState, Resolution, Versioned,
 };
 use temporalio_common::search_attributes::SearchAttributeUpdate;
 use temporalio_macros::{workflow, workflow_methods};
@@ -587,14 +587,8 @@ impl Payment {
         event_type: &str,
         mut updates: Vec<SearchAttributeUpdate>,
     ) -> WorkflowResult<()> {
-        let (request, status, v3, started_at) = ctx.state(|s| {
-            (
-                s.request.clone(),
-                s.status.clone(),
-                s.v3,
-                s.started_at,
-            )
-        });
+        let (request, status, v3, started_at) =
+            ctx.state(|s| (s.request.clone(), s.status.clone(), s.v3, s.started_at));
         let event = MerchantEvent {
             merchant: &request.merchant_id,
             event_id: format!("{}-{}", order.order_id, event_type.replace('.', "-")),
