@@ -268,7 +268,11 @@ async fn runs_of_new_clients_on_old_workers_replay_after_the_upgrade() {
 async fn versioned_runs_record_no_patch_marker() {
     let recorded = histories::load_all();
     let replayer = histories::replayer();
-    for name in ["Payment-happy.v6", "Notification-delivered.v6"] {
+    for name in [
+        "Payment-happy.v6",
+        "Payment-happy.v7",
+        "Notification-delivered.v6",
+    ] {
         let r = recorded
             .iter()
             .find(|r| r.name == name)
