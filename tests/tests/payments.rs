@@ -280,3 +280,42 @@ async fn merchant_closes_an_unpaid_payment() {
     );
     app.shutdown().await.unwrap();
 }
+
+/// An operator cancels an unpaid payment from the Temporal UI (or `temporal workflow cancel`):
+/// it is closed like a merchant's close, at the channel first, then `Closed` in the store, and
+/// the merchant is told; nothing is left half-done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_cancel_closes_an_unpaid_payment() {
+    let timing = Timing {
+        pay_after: None,
+        query_schedule_ms: vec![200],
+        ..Timing::default()
+    };
+    let Some(app) = spawn_app(Db::Sqlite, timing).await else {
+        return;
+    };
+    let req = payment_request("o-cancel", "4.50");
+    let prepay = app.payflow.pay(req.clone()).await.unwrap();
+    payment_where(&app, &req, "a query while Pending", |s| s.queries_made >= 1).await;
+    let id = payflow_client::ids::payment_workflow_id(&req.merchant_id, &req.merchant_order_no);
+    app.payflow
+        .temporal()
+        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(id)
+        .cancel(Default::default())
+        .await
+        .expect("cancel request");
+    let status = payment_where(&app, &req, "payment Closed", |s| {
+        s.state == PayState::Closed
+    })
+    .await;
+    assert!(status.closed_at_ms.is_some());
+    assert_eq!(
+        app.sandbox.order(&prepay.order_id).unwrap().status,
+        payflow::sandbox::alipay::SandboxStatus::Closed
+    );
+    let order = app.store.order(&prepay.order_id).await.unwrap().unwrap();
+    assert_eq!(order.state, PayState::Closed);
+    let got = payflow_tests::accepted_callbacks(&app).await;
+    assert_eq!(got[0].body["type"], "payment.closed");
+    app.shutdown().await.unwrap();
+}

@@ -261,6 +261,35 @@ async fn payment_merchant_close() {
 }
 
 /// Refused by validation (unknown product): the run fails and nothing is created.
+/// An operator cancels an unpaid payment: it closes like a merchant's close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "records histories: scripts/record-histories.sh"]
+async fn payment_operator_cancel() {
+    let timing = Timing {
+        pay_after: None,
+        query_schedule_ms: vec![200],
+        ..Timing::default()
+    };
+    let app = spawn_app(Db::Sqlite, timing).await.unwrap();
+    let req = payment_request("o-cancel", "4.50");
+    app.payflow.pay(req.clone()).await.unwrap();
+    payment_where(&app, &req, "a query while Pending", |s| s.queries_made >= 1).await;
+    app.payflow
+        .temporal()
+        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(pay_id(&req))
+        .cancel(Default::default())
+        .await
+        .unwrap();
+    payment_where(&app, &req, "payment Closed", |s| {
+        s.state == PayState::Closed
+    })
+    .await;
+    payflow_tests::accepted_callbacks(&app).await;
+    let rec = Recorder::new(&app).await;
+    rec.save(&pay_id(&req), "Payment-operator_cancel").await;
+    app.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "records histories: scripts/record-histories.sh"]
 async fn payment_rejected() {

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use temporalio_common::{ActivityDefinition, RetryPolicy};
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, LocalActivityOptions, WorkflowContext,
+    ActivityExecutionError, ActivityOptions, LocalActivityOptions, WorkflowCancellationToken,
+    WorkflowContext,
 };
 
 /// Side-effect activities: bounded per attempt, retried with backoff until they succeed or
@@ -40,6 +41,9 @@ where
             .await;
     }
     let options = LocalActivityOptions::builder()
+        // A step once asked for runs to its end: an operator's cancel of the workflow is seen
+        // between steps (a payment then closes), never halfway through one.
+        .cancellation_token(WorkflowCancellationToken::new())
         .start_to_close_timeout(Duration::from_secs(30))
         // Retried like the regular activity, i.e. until the database is back; past a minute
         // between tries the SDK waits on durable timers, not in the workflow task.

@@ -218,13 +218,20 @@ impl Payment {
             } else {
                 ctx.state(|s| s.status.notices_received)
             };
-            let closing = temporalio_sdk::workflows::select! {
-                _ = ctx.wait_condition(|s: &Self| s.close_requested) => true,
-                _ = ctx.timer(wait) => { next_query += 1; false }
-                _ = ctx.wait_condition(move |s: &Self| s.status.notices_received > counted) => false,
-            };
+            // An operator's cancel (the UI's Request Cancellation, `temporal workflow
+            // cancel`) closes the payment as the merchant's close does. It cancels the
+            // timer too: checked first, so no new timer is started after it, and listed
+            // before the timer (the select is biased), so it wins the task it arrives in.
+            let closing = ctx.cancellation_token().is_cancelled()
+                || temporalio_sdk::workflows::select! {
+                    _ = ctx.wait_condition(|s: &Self| s.close_requested) => true,
+                    _ = ctx.cancelled() => true,
+                    _ = ctx.timer(wait) => { next_query += 1; false }
+                    _ = ctx.wait_condition(move |s: &Self| s.status.notices_received > counted) => false,
+                };
             if closing {
-                // Merchant close: the close path below still checks whether it was paid.
+                // Closed by the merchant or an operator: the close path below still checks
+                // whether it was paid.
                 break None;
             }
             answered = ctx.state(|s| s.status.notices_received);
