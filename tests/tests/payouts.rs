@@ -267,6 +267,32 @@ async fn large_payouts_wait_for_review() {
     assert_eq!(approved.state, PayoutState::Succeeded);
     assert_eq!(payable(&app).await, 6940);
 
+    // Cancelled by an operator while under review (the UI's Request Cancellation): rejected,
+    // the hold voided, the channel never called.
+    let no = PayoutNo::parse("p-review-3").unwrap();
+    app.payflow
+        .payout(payout_request("p-review-3", "30.00"))
+        .await
+        .unwrap();
+    waiting("p-review-3").await;
+    app.payflow
+        .temporal()
+        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(
+            payflow_client::ids::payout_workflow_id(&merchant(), &no),
+        )
+        .cancel(Default::default())
+        .await
+        .unwrap();
+    let cancelled = app.payflow.payout_result(&merchant(), &no).await.unwrap();
+    assert_eq!(cancelled.state, PayoutState::Rejected);
+    assert_eq!(
+        cancelled.failure.as_ref().unwrap().message,
+        "cancelled by an operator under review"
+    );
+    assert_settled(&app, &cancelled, HoldState::Voided).await;
+    assert_eq!(payable(&app).await, 6940);
+    assert_eq!(app.sandbox.calls("alipay.fund.trans.uni.transfer"), 1);
+
     // Small payouts go straight through.
     let small = payout(&app, payout_request("p-small", "5.00")).await;
     assert_eq!(small.state, PayoutState::Succeeded);

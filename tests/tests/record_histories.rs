@@ -621,16 +621,18 @@ async fn payout_review() {
     for (no, decision, expect) in [
         (
             "p-review-1",
-            PayoutDecision::Reject {
+            Some(PayoutDecision::Reject {
                 reason: "payee unverified".into(),
-            },
+            }),
             PayoutState::Rejected,
         ),
         (
             "p-review-2",
-            PayoutDecision::Approve,
+            Some(PayoutDecision::Approve),
             PayoutState::Succeeded,
         ),
+        // An operator cancels it instead of deciding: rejected.
+        ("p-review-3", None, PayoutState::Rejected),
     ] {
         let payout_no = PayoutNo::parse(no).unwrap();
         app.payflow
@@ -646,10 +648,23 @@ async fn payout_review() {
             (s.state == PayoutState::AwaitingApproval).then_some(())
         })
         .await;
-        app.payflow
-            .review_payout(&merchant(), &payout_no, decision)
-            .await
-            .unwrap();
+        match decision {
+            Some(decision) => app
+                .payflow
+                .review_payout(&merchant(), &payout_no, decision)
+                .await
+                .unwrap(),
+            None => app
+                .payflow
+                .temporal()
+                .get_workflow_handle::<temporalio_client::UntypedWorkflow>(payout_workflow_id(
+                    &merchant(),
+                    &payout_no,
+                ))
+                .cancel(Default::default())
+                .await
+                .unwrap(),
+        }
         let s = app
             .payflow
             .payout_result(&merchant(), &payout_no)
@@ -661,6 +676,7 @@ async fn payout_review() {
     let rec = Recorder::new(&app).await;
     rec.save(&ids[0], "Payout-review_reject").await;
     rec.save(&ids[1], "Payout-review_approve").await;
+    rec.save(&ids[2], "Payout-review_cancelled").await;
     app.shutdown().await.unwrap();
 }
 

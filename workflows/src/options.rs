@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use temporalio_common::{ActivityDefinition, RetryPolicy};
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, LocalActivityOptions, WorkflowCancellationToken,
-    WorkflowContext,
+    ActivityExecutionError, ActivityOptions, LocalActivityOptions, TimerOptions,
+    WorkflowCancellationToken, WorkflowContext,
 };
 
 /// Side-effect activities: bounded per attempt, retried with backoff until they succeed or
@@ -72,6 +72,23 @@ pub fn single_attempt(summary: impl Into<String>) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
         .retry_policy(RetryPolicy::builder().maximum_attempts(1).build())
         .summary(summary.into())
+        .build()
+}
+
+/// `opts` for a step of a workflow that finishes what it started whatever an operator cancels
+/// (refunds, payouts and transfers move money in several steps; stopped between two of them,
+/// a hold would stay held or a refund submitted would never be made definite): the step gets
+/// a token of its own instead of the workflow's, so a cancel request never cancels it.
+pub fn to_the_end(mut opts: ActivityOptions) -> ActivityOptions {
+    opts.cancellation_token = Some(WorkflowCancellationToken::new());
+    opts
+}
+
+/// A timer such a workflow waits out whatever an operator cancels (see [`to_the_end`]); one
+/// cancelled with the workflow would fire at once, every time it is started again.
+pub fn timer_to_the_end(duration: Duration) -> TimerOptions {
+    TimerOptions::builder(duration)
+        .cancellation_token(WorkflowCancellationToken::new())
         .build()
 }
 

@@ -35,8 +35,8 @@ use payflow_client::{
 use temporalio_common::search_attributes::SearchAttributeUpdate;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ApplicationFailure, ChildWorkflowOptions, SyncWorkflowContext, WorkflowContext,
-    WorkflowContextView, WorkflowResult,
+    ApplicationFailure, ChildWorkflowOptions, SyncWorkflowContext, WorkflowCancellationToken,
+    WorkflowContext, WorkflowContextView, WorkflowResult,
 };
 
 use crate::merchant_events::{MerchantEvent, first_try, notify, notify_by_client};
@@ -219,16 +219,17 @@ impl Payment {
                 ctx.state(|s| s.status.notices_received)
             };
             // An operator's cancel (the UI's Request Cancellation, `temporal workflow
-            // cancel`) closes the payment as the merchant's close does. It cancels the
-            // timer too: checked first, so no new timer is started after it, and listed
-            // before the timer (the select is biased), so it wins the task it arrives in.
+            // cancel`) closes the payment as the merchant's close does. It cancels the timer
+            // too, which may then be the branch that ends the wait, so the token decides;
+            // and no timer is started once it came.
             let closing = ctx.cancellation_token().is_cancelled()
                 || temporalio_sdk::workflows::select! {
                     _ = ctx.wait_condition(|s: &Self| s.close_requested) => true,
                     _ = ctx.cancelled() => true,
                     _ = ctx.timer(wait) => { next_query += 1; false }
                     _ = ctx.wait_condition(move |s: &Self| s.status.notices_received > counted) => false,
-                };
+                }
+                || ctx.cancellation_token().is_cancelled();
             if closing {
                 // Closed by the merchant or an operator: the close path below still checks
                 // whether it was paid.
@@ -554,6 +555,9 @@ impl Payment {
                                 kind: RefundKind::Exception,
                             },
                             ChildWorkflowOptions::builder()
+                                // Seen to its end even if an operator cancelled the payment
+                                // while it waited for this decision.
+                                .cancellation_token(WorkflowCancellationToken::new())
                                 .workflow_id(workflow_id)
                                 .task_queue(task_queues::PAYMENTS.to_string())
                                 .static_summary(format!(

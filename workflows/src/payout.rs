@@ -20,7 +20,7 @@ use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult};
 
 use crate::merchant_events::{MerchantEvent, notify};
-use crate::options::{side_effect, single_attempt};
+use crate::options::{side_effect, single_attempt, timer_to_the_end, to_the_end};
 
 #[workflow]
 pub struct Payout {
@@ -76,10 +76,10 @@ impl Payout {
             .execute_activity(
                 PayoutActivities::hold_payout,
                 input.clone(),
-                side_effect(format!(
+                to_the_end(side_effect(format!(
                     "hold {} on {}",
                     request.amount, request.merchant_id
-                )),
+                ))),
             )
             .await?;
         let policy = match held {
@@ -96,15 +96,22 @@ impl Payout {
         {
             Self::set_state(ctx, PayoutState::AwaitingApproval);
             let timeout = Duration::from_millis(policy.review_timeout_ms);
-            let reviewed = temporalio_sdk::workflows::select! {
-                _ = ctx.wait_condition(|s: &Self| s.decision.is_some()) => true,
-                _ = ctx.timer(timeout) => false,
+            // An operator's cancel (the UI's Request Cancellation) rejects a payout under
+            // review. It cancels the timer too, which may then be the branch that ends the
+            // wait, so the token says whether it came, not the branch.
+            temporalio_sdk::workflows::select! {
+                _ = ctx.wait_condition(|s: &Self| s.decision.is_some()) => {}
+                _ = ctx.cancelled() => {}
+                _ = ctx.timer(timeout) => {}
             };
             let decision = ctx.state(|s| s.decision.clone());
-            let rejection = match (reviewed, decision) {
-                (true, Some(PayoutDecision::Approve)) => None,
-                (true, Some(PayoutDecision::Reject { reason })) => Some(reason),
-                _ => Some("not reviewed in time".to_string()),
+            let rejection = match decision {
+                Some(PayoutDecision::Approve) => None,
+                Some(PayoutDecision::Reject { reason }) => Some(reason),
+                None if ctx.cancellation_token().is_cancelled() => {
+                    Some("cancelled by an operator under review".to_string())
+                }
+                None => Some("not reviewed in time".to_string()),
             };
             if let Some(reason) = rejection {
                 Self::void(ctx, &payout_id).await?;
@@ -126,7 +133,7 @@ impl Payout {
                     ctx.execute_activity(
                         PayoutActivities::post_payout,
                         payout_id.clone(),
-                        side_effect("post the payout"),
+                        to_the_end(side_effect("post the payout")),
                     )
                     .await?;
                     ctx.state_mut(|s| s.status.channel_order_id = Some(channel_order_id));
@@ -147,12 +154,13 @@ impl Payout {
                         .copied()
                         .unwrap_or(60_000);
                     step += 1;
-                    ctx.timer(Duration::from_millis(wait.max(1))).await;
+                    ctx.timer(timer_to_the_end(Duration::from_millis(wait.max(1))))
+                        .await;
                     let q = ctx
                         .execute_activity(
                             PayoutActivities::query_payout,
                             input.clone(),
-                            side_effect(format!("query payout at {}", request.channel)),
+                            to_the_end(side_effect(format!("query payout at {}", request.channel))),
                         )
                         .await?;
                     ctx.state_mut(|s| s.status.queries_made += 1);
@@ -194,10 +202,10 @@ impl Payout {
             .execute_activity(
                 PayoutActivities::submit_payout,
                 input.clone(),
-                single_attempt(format!(
+                to_the_end(single_attempt(format!(
                     "submit payout {} to {}",
                     input.request.amount, input.request.channel
-                )),
+                ))),
             )
             .await;
         Ok(match submitted {
@@ -210,7 +218,7 @@ impl Payout {
         ctx.execute_activity(
             PayoutActivities::void_payout,
             payout_id.to_string(),
-            side_effect("void the payout hold"),
+            to_the_end(side_effect("void the payout hold")),
         )
         .await?;
         Ok(())

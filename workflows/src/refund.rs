@@ -22,7 +22,7 @@ use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{WorkflowContext, WorkflowContextView, WorkflowResult};
 
 use crate::merchant_events::{MerchantEvent, notify};
-use crate::options::{now_ms, side_effect};
+use crate::options::{now_ms, side_effect, timer_to_the_end, to_the_end};
 
 #[workflow]
 pub struct Refund {
@@ -77,7 +77,7 @@ impl Refund {
                     refund_id,
                     request: request.clone(),
                 },
-                side_effect(format!("reserve refund {}", request.amount)),
+                to_the_end(side_effect(format!("reserve refund {}", request.amount))),
             )
             .await?;
         let (refund, order, timing) = match reserved {
@@ -120,7 +120,10 @@ impl Refund {
             .execute_activity(
                 RefundActivities::hold_refund,
                 refund_id.clone(),
-                side_effect(format!("hold {} for the refund", refund.amount)),
+                to_the_end(side_effect(format!(
+                    "hold {} for the refund",
+                    refund.amount
+                ))),
             )
             .await?;
         if held == HoldResult::InsufficientFunds {
@@ -136,7 +139,10 @@ impl Refund {
             .execute_activity(
                 RefundActivities::refund_at_channel,
                 refund_id.clone(),
-                side_effect(format!("refund {} at {}", refund.amount, order.channel)),
+                to_the_end(side_effect(format!(
+                    "refund {} at {}",
+                    refund.amount, order.channel
+                ))),
             )
             .await?;
         let mut step = 0usize;
@@ -154,12 +160,13 @@ impl Refund {
                         .copied()
                         .unwrap_or(60_000);
                     step += 1;
-                    ctx.timer(Duration::from_millis(wait.max(1))).await;
+                    ctx.timer(timer_to_the_end(Duration::from_millis(wait.max(1))))
+                        .await;
                     result = ctx
                         .execute_activity(
                             RefundActivities::query_refund,
                             refund_id.clone(),
-                            side_effect(format!("query refund at {}", order.channel)),
+                            to_the_end(side_effect(format!("query refund at {}", order.channel))),
                         )
                         .await?;
                     ctx.state_mut(|s| s.status.queries_made += 1);
@@ -171,7 +178,10 @@ impl Refund {
                         .execute_activity(
                             RefundActivities::refund_at_channel,
                             refund_id.clone(),
-                            side_effect(format!("resubmit refund at {}", order.channel)),
+                            to_the_end(side_effect(format!(
+                                "resubmit refund at {}",
+                                order.channel
+                            ))),
                         )
                         .await?;
                 }
@@ -182,7 +192,7 @@ impl Refund {
         ctx.execute_activity(
             RefundActivities::complete_refund,
             refund_id.clone(),
-            side_effect("post the refund hold, refund Succeeded"),
+            to_the_end(side_effect("post the refund hold, refund Succeeded")),
         )
         .await?;
         let now = now_ms(ctx.workflow_time());
@@ -216,7 +226,7 @@ impl Refund {
                     refund_id,
                     failure: failure.clone(),
                 },
-                side_effect("void the refund hold, refund Failed"),
+                to_the_end(side_effect("void the refund hold, refund Failed")),
             )
             .await?;
         }

@@ -7,7 +7,7 @@ use payflow_client::{ChannelFailure, TransferRequest, TransferState, TransferSta
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{WorkflowContext, WorkflowContextView, WorkflowResult};
 
-use crate::options::side_effect;
+use crate::options::{side_effect, to_the_end};
 
 #[workflow]
 pub struct Transfer {
@@ -46,7 +46,10 @@ impl Transfer {
                     transfer_id: transfer_id.clone(),
                     request: request.clone(),
                 },
-                side_effect(format!("hold {} on {}", request.amount, request.from)),
+                to_the_end(side_effect(format!(
+                    "hold {} on {}",
+                    request.amount, request.from
+                ))),
             )
             .await?;
         if held == TransferHeld::InsufficientFunds {
@@ -62,7 +65,7 @@ impl Transfer {
         ctx.execute_activity(
             TransferActivities::post_transfer,
             transfer_id,
-            side_effect("post the transfer"),
+            to_the_end(side_effect("post the transfer")),
         )
         .await?;
         ctx.state_mut(|s| s.status.state = TransferState::Succeeded);
