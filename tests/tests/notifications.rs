@@ -124,12 +124,13 @@ async fn an_exhausted_event_is_parked_until_an_operator_resends_it() {
         "nothing more while parked"
     );
 
-    // The operator resends with `payflow notify resend demo e-never`.
+    // The operator resends with `payflow notify resend demo e-never --json`.
     app.merchant.fail_next(0);
     let (address, namespace) = app.temporal_target();
     payflow::cli_notify::run(NotifyCommand::Resend {
         merchant: stack::MERCHANT.into(),
         event_id: "e-never".into(),
+        json: true,
         temporal: TemporalArgs {
             address: address.to_string(),
             namespace: namespace.to_string(),

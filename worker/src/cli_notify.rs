@@ -29,6 +29,8 @@ pub enum NotifyCommand {
     Resend {
         merchant: String,
         event_id: String,
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         temporal: TemporalArgs,
     },
@@ -36,6 +38,8 @@ pub enum NotifyCommand {
     RetryNow {
         merchant: String,
         event_id: String,
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         temporal: TemporalArgs,
     },
@@ -106,6 +110,17 @@ fn workflow_id(merchant: &str, event_id: &str) -> anyhow::Result<String> {
     Ok(payflow_client::ids::notification_workflow_id(
         &merchant, &event,
     ))
+}
+
+/// What `resend` and `retry-now` print once the signal is sent.
+fn requested(workflow_id: &str, signal: &str, json: bool) -> anyhow::Result<()> {
+    if json {
+        let answer = serde_json::json!({"workflow_id": workflow_id, "signal": signal});
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        println!("{workflow_id}: {signal} requested");
+    }
+    Ok(())
 }
 
 /// One callback found by `notify list`.
@@ -183,6 +198,7 @@ pub async fn run(cmd: NotifyCommand) -> anyhow::Result<()> {
         NotifyCommand::Resend {
             merchant,
             event_id,
+            json,
             temporal,
         } => {
             let id = workflow_id(&merchant, &event_id)?;
@@ -193,12 +209,12 @@ pub async fn run(cmd: NotifyCommand) -> anyhow::Result<()> {
             if let Err(e) = handle.signal(Resend, (), Default::default()).await {
                 bail!("resend {id}: {e}");
             }
-            println!("{id}: resend requested");
-            Ok(())
+            requested(&id, "resend", json)
         }
         NotifyCommand::RetryNow {
             merchant,
             event_id,
+            json,
             temporal,
         } => {
             let id = workflow_id(&merchant, &event_id)?;
@@ -209,8 +225,7 @@ pub async fn run(cmd: NotifyCommand) -> anyhow::Result<()> {
             if let Err(e) = handle.signal(RetryNow, (), Default::default()).await {
                 bail!("retry now {id}: {e}");
             }
-            println!("{id}: retry requested");
-            Ok(())
+            requested(&id, "retry_now", json)
         }
     }
 }
