@@ -73,10 +73,13 @@ pub struct FirstTry {
 pub enum FirstTryOutcome {
     /// The merchant accepted the callback; no workflow was started for it.
     Delivered(DeliveryAttempt),
-    /// Not delivered: the event's Notification workflow was started (or already was) and
-    /// takes it from here (retries, waiting for a busy merchant, parking).
-    HandedOver,
+    /// Not delivered: start this request's Notification workflow (a step of its own, so a
+    /// start that must be retried never repeats the delivery), which takes it from here.
+    NotDelivered(NotificationRequest),
 }
+
+/// Longest wait before a retry (the Notification workflow's own `MAX_DELAY`).
+const MAX_RETRY_WAIT_MS: u64 = 24 * 3600 * 1000;
 
 /// What the merchant receives: `{"type", "timestamp", "data"}`.
 #[derive(Serialize)]
@@ -110,12 +113,12 @@ impl NotifyActivities {
         self.start(input.request).await
     }
 
-    /// One delivery attempt of a new event, then, unless it was delivered, the event's
-    /// Notification workflow: after a failed attempt it starts on the retry queue, waiting for
-    /// the schedule's first retry with that attempt on record (as the workflow itself would
-    /// have continued); anything else (deferred by the merchant gate, held, undeliverable)
-    /// starts it as a new event. At least once: a retried step may deliver twice, with the
-    /// same `webhook-id`; starting is idempotent by workflow id.
+    /// One delivery attempt of a new event and, unless it was delivered, the request for the
+    /// event's Notification workflow: after a failed attempt on the retry queue, with that
+    /// attempt and the event time on record and the schedule's first retry to wait for (as
+    /// the workflow would have continued itself); anything else (deferred by the merchant
+    /// gate, held, undeliverable) as a new event. At least once: a retried step may deliver
+    /// twice, with the same `webhook-id` and body.
     #[activity]
     pub async fn first_try(
         self: Arc<Self>,
@@ -138,26 +141,25 @@ impl NotifyActivities {
                 retry_schedule_ms,
                 ..
             } => {
-                // With no retry in the schedule the workflow makes one more try and parks.
-                if let Some(&wait_ms) = retry_schedule_ms.first() {
-                    request.resume = Some(NotificationResume {
-                        attempts: vec![attempt],
-                        in_cycle: 1,
-                        event_time_ms: input.event_time_ms,
-                        runs: 0,
-                        wait_ms: wait_ms.max(1),
-                        deferrals: 0,
-                        v2: true,
-                        on_retry_queue: true,
-                    });
-                }
+                // With no retry in the schedule the workflow tries once more at once (same
+                // body) and parks.
+                let wait = retry_schedule_ms.first().copied();
+                request.resume = Some(NotificationResume {
+                    attempts: vec![attempt],
+                    in_cycle: u32::from(wait.is_some()),
+                    event_time_ms: input.event_time_ms,
+                    runs: 0,
+                    wait_ms: wait.map_or(0, |ms| ms.clamp(1, MAX_RETRY_WAIT_MS)),
+                    deferrals: 0,
+                    v2: true,
+                    on_retry_queue: true,
+                });
             }
             DeliverOutcome::Deferred { .. }
             | DeliverOutcome::Held
             | DeliverOutcome::Undeliverable(_) => {}
         }
-        self.start(request).await?;
-        Ok(FirstTryOutcome::HandedOver)
+        Ok(FirstTryOutcome::NotDelivered(request))
     }
 
     #[activity]

@@ -487,9 +487,11 @@ async fn late_payment_refund() {
 async fn notification_retried() {
     let app = spawn_app(Db::Sqlite, Timing::default()).await.unwrap();
     app.merchant.fail_next(2);
-    let (_, order_id) = paid(&app, "o-flaky-merchant", "3.00").await;
+    let (req, order_id) = paid(&app, "o-flaky-merchant", "3.00").await;
     payflow_tests::accepted_callbacks(&app).await;
     let rec = Recorder::new(&app).await;
+    rec.save(&pay_id(&req), "Payment-callback_handed_over")
+        .await;
     rec.save(
         &callback_id(&order_id, "payment.succeeded"),
         "Notification-retried",

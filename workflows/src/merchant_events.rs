@@ -49,16 +49,17 @@ pub async fn notify_by_client<W, T: Serialize>(
 }
 
 /// Makes the event's first delivery attempt in the calling workflow's task (a local
-/// activity), and hands an event it does not deliver to its Notification workflow (see
-/// `NotifyActivities::first_try`). The calling workflow's history holds the attempt.
+/// activity), and starts the Notification workflow of an event it does not deliver (see
+/// `NotifyActivities::first_try`), in a second step. The calling workflow's history holds the
+/// attempt.
 pub async fn first_try<W, T: Serialize>(
     ctx: &mut WorkflowContext<W>,
     event: MerchantEvent<'_, T>,
     event_time_ms: i64,
 ) -> WorkflowResult<FirstTryOutcome> {
-    let summary = format!("{} (first try)", event.summary);
+    let summary = event.summary.clone();
     let request = request(event)?;
-    local_step(
+    let outcome = local_step(
         ctx,
         true,
         NotifyActivities::first_try,
@@ -66,10 +67,24 @@ pub async fn first_try<W, T: Serialize>(
             request,
             event_time_ms,
         },
-        summary,
+        format!("{summary} (first try)"),
     )
     .await
-    .map_err(|e| invalid(&e).into())
+    .map_err(|e| invalid(&e))?;
+    if let FirstTryOutcome::NotDelivered(request) = &outcome {
+        local_step(
+            ctx,
+            true,
+            NotifyActivities::start_notification,
+            StartNotification {
+                request: request.clone(),
+            },
+            summary,
+        )
+        .await
+        .map_err(|e| invalid(&e))?;
+    }
+    Ok(outcome)
 }
 
 fn invalid(e: &dyn std::fmt::Display) -> ApplicationFailure {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use temporalio_common::{ActivityDefinition, RetryPolicy};
 use temporalio_sdk::{
     ActivityExecutionError, ActivityOptions, LocalActivityOptions, TimerOptions,
-    WorkflowCancellationToken, WorkflowContext,
+    WaitConditionOptions, WorkflowCancellationToken, WorkflowContext,
 };
 
 /// Side-effect activities: bounded per attempt, retried with backoff until they succeed or
@@ -88,6 +88,14 @@ pub fn to_the_end(mut opts: ActivityOptions) -> ActivityOptions {
 /// cancelled with the workflow would fire at once, every time it is started again.
 pub fn timer_to_the_end(duration: Duration) -> TimerOptions {
     TimerOptions::builder(duration)
+        .cancellation_token(WorkflowCancellationToken::new())
+        .build()
+}
+
+/// A wait for workflow state that an operator's cancel does not end (by default a condition
+/// takes the workflow's cancellation and fails with it).
+pub fn wait_to_the_end() -> WaitConditionOptions {
+    WaitConditionOptions::builder()
         .cancellation_token(WorkflowCancellationToken::new())
         .build()
 }

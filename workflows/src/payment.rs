@@ -40,7 +40,7 @@ use temporalio_sdk::{
 };
 
 use crate::merchant_events::{MerchantEvent, first_try, notify, notify_by_client};
-use crate::options::{local_step, now_ms};
+use crate::options::{local_step, now_ms, wait_to_the_end};
 use crate::refund::Refund;
 use crate::state::payment::{PayEvent, transition};
 use crate::versioning::patched_since;
@@ -219,9 +219,9 @@ impl Payment {
                 ctx.state(|s| s.status.notices_received)
             };
             // An operator's cancel (the UI's Request Cancellation, `temporal workflow
-            // cancel`) closes the payment as the merchant's close does. It cancels the timer
-            // too, which may then be the branch that ends the wait, so the token decides;
-            // and no timer is started once it came.
+            // cancel`) closes the payment as the merchant's close does. It ends every wait
+            // in the select (each takes the workflow's cancellation), so the token decides,
+            // not the branch; and no timer is started once it came.
             let closing = ctx.cancellation_token().is_cancelled()
                 || temporalio_sdk::workflows::select! {
                     _ = ctx.wait_condition(|s: &Self| s.close_requested) => true,
@@ -339,10 +339,13 @@ impl Payment {
     #[update(name = names::CLOSE)]
     pub async fn close(ctx: &mut WorkflowContext<Self>, _: ()) -> Result<PayState, HandlerError> {
         ctx.state_mut(|s| s.close_requested = true);
-        ctx.wait_condition(|s: &Self| {
-            !matches!(s.status.state, PayState::Created | PayState::Pending)
-                || s.rejection.is_some()
-        })
+        ctx.wait_condition_with_options(
+            |s: &Self| {
+                !matches!(s.status.state, PayState::Created | PayState::Pending)
+                    || s.rejection.is_some()
+            },
+            wait_to_the_end(),
+        )
         .await?;
         Ok(ctx.state(|s| s.status.state))
     }
@@ -353,9 +356,12 @@ impl Payment {
         ctx: &mut WorkflowContext<Self>,
         _req: PaymentRequest,
     ) -> Result<Prepay, HandlerError> {
-        ctx.wait_condition(|s: &Self| {
-            s.status.prepay.is_some() || s.rejection.is_some() || s.status.failure.is_some()
-        })
+        ctx.wait_condition_with_options(
+            |s: &Self| {
+                s.status.prepay.is_some() || s.rejection.is_some() || s.status.failure.is_some()
+            },
+            wait_to_the_end(),
+        )
         .await?;
         ctx.state(
             |s| match (&s.status.prepay, &s.rejection, &s.status.failure) {
@@ -516,8 +522,13 @@ impl Payment {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            ctx.wait_condition(|s: &Self| s.pending_resolution.is_some())
-                .await?;
+            // An operator's cancel does not end this wait: the money came in, and only
+            // `resolve` says what becomes of it.
+            ctx.wait_condition_with_options(
+                |s: &Self| s.pending_resolution.is_some(),
+                wait_to_the_end(),
+            )
+            .await?;
             let resolution = ctx.state(|s| s.pending_resolution.expect("just waited for it"));
             ctx.state_mut(|s| s.status.resolution = Some(resolution));
             match resolution {
@@ -645,7 +656,7 @@ const V3_PATCH: &str = "payment-v3";
 
 async fn wait_for_handlers(ctx: &mut WorkflowContext<Payment>) -> WorkflowResult<()> {
     let view = ctx.clone();
-    ctx.wait_condition(move |_| view.all_handlers_finished())
+    ctx.wait_condition_with_options(move |_| view.all_handlers_finished(), wait_to_the_end())
         .await?;
     Ok(())
 }

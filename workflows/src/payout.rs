@@ -97,8 +97,8 @@ impl Payout {
             Self::set_state(ctx, PayoutState::AwaitingApproval);
             let timeout = Duration::from_millis(policy.review_timeout_ms);
             // An operator's cancel (the UI's Request Cancellation) rejects a payout under
-            // review. It cancels the timer too, which may then be the branch that ends the
-            // wait, so the token says whether it came, not the branch.
+            // review. It ends every wait in the select (each takes the workflow's
+            // cancellation), so the token says whether it came, not the branch.
             temporalio_sdk::workflows::select! {
                 _ = ctx.wait_condition(|s: &Self| s.decision.is_some()) => {}
                 _ = ctx.cancelled() => {}
