@@ -398,3 +398,14 @@ pub async fn accepted_count(app: &Stack, event_type: &str, deadline: Duration) -
         .unwrap_or_else(|| panic!("a {event_type} callback in time"));
     count(&got)
 }
+
+/// An operator's cancel request, as the UI's *Request Cancellation* or `temporal workflow
+/// cancel --workflow-id ID` sends it.
+pub async fn operator_cancel(app: &Stack, workflow_id: String) {
+    app.payflow
+        .temporal()
+        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(workflow_id.clone())
+        .cancel(Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("cancel {workflow_id}: {e}"));
+}

@@ -298,12 +298,7 @@ async fn an_operator_cancel_closes_an_unpaid_payment() {
     let prepay = app.payflow.pay(req.clone()).await.unwrap();
     payment_where(&app, &req, "a query while Pending", |s| s.queries_made >= 1).await;
     let id = payflow_client::ids::payment_workflow_id(&req.merchant_id, &req.merchant_order_no);
-    app.payflow
-        .temporal()
-        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(id)
-        .cancel(Default::default())
-        .await
-        .expect("cancel request");
+    payflow_tests::operator_cancel(&app, id).await;
     let status = payment_where(&app, &req, "payment Closed", |s| {
         s.state == PayState::Closed
     })

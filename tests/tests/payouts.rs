@@ -275,14 +275,11 @@ async fn large_payouts_wait_for_review() {
         .await
         .unwrap();
     waiting("p-review-3").await;
-    app.payflow
-        .temporal()
-        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(
-            payflow_client::ids::payout_workflow_id(&merchant(), &no),
-        )
-        .cancel(Default::default())
-        .await
-        .unwrap();
+    payflow_tests::operator_cancel(
+        &app,
+        payflow_client::ids::payout_workflow_id(&merchant(), &no),
+    )
+    .await;
     let cancelled = app.payflow.payout_result(&merchant(), &no).await.unwrap();
     assert_eq!(cancelled.state, PayoutState::Rejected);
     assert_eq!(

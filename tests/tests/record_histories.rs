@@ -274,12 +274,7 @@ async fn payment_operator_cancel() {
     let req = payment_request("o-cancel", "4.50");
     app.payflow.pay(req.clone()).await.unwrap();
     payment_where(&app, &req, "a query while Pending", |s| s.queries_made >= 1).await;
-    app.payflow
-        .temporal()
-        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(pay_id(&req))
-        .cancel(Default::default())
-        .await
-        .unwrap();
+    payflow_tests::operator_cancel(&app, pay_id(&req)).await;
     payment_where(&app, &req, "payment Closed", |s| {
         s.state == PayState::Closed
     })
@@ -656,16 +651,10 @@ async fn payout_review() {
                 .review_payout(&merchant(), &payout_no, decision)
                 .await
                 .unwrap(),
-            None => app
-                .payflow
-                .temporal()
-                .get_workflow_handle::<temporalio_client::UntypedWorkflow>(payout_workflow_id(
-                    &merchant(),
-                    &payout_no,
-                ))
-                .cancel(Default::default())
-                .await
-                .unwrap(),
+            None => {
+                payflow_tests::operator_cancel(&app, payout_workflow_id(&merchant(), &payout_no))
+                    .await
+            }
         }
         let s = app
             .payflow
