@@ -225,7 +225,6 @@ impl Payment {
             let closing = ctx.cancellation_token().is_cancelled()
                 || temporalio_sdk::workflows::select! {
                     _ = ctx.wait_condition(|s: &Self| s.close_requested) => true,
-                    _ = ctx.cancelled() => true,
                     _ = ctx.timer(wait) => { next_query += 1; false }
                     _ = ctx.wait_condition(move |s: &Self| s.status.notices_received > counted) => false,
                 }

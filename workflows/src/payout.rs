@@ -101,7 +101,6 @@ impl Payout {
             // cancellation), so the token says whether it came, not the branch.
             temporalio_sdk::workflows::select! {
                 _ = ctx.wait_condition(|s: &Self| s.decision.is_some()) => {}
-                _ = ctx.cancelled() => {}
                 _ = ctx.timer(timeout) => {}
             };
             let decision = ctx.state(|s| s.decision.clone());
