@@ -412,7 +412,13 @@ async fn a_payment_callback_delivered_at_its_first_try_needs_no_workflow() {
         .get_workflow_handle::<NotificationWorkflow>(id.clone())
         .describe(WorkflowDescribeOptions::default())
         .await;
-    assert!(missing.is_err(), "{id} was started: {missing:?}");
+    assert!(
+        matches!(
+            missing,
+            Err(temporalio_client::errors::WorkflowInteractionError::NotFound(_))
+        ),
+        "{id} was started: {missing:?}"
+    );
 
     let payment_id =
         payflow_client::ids::payment_workflow_id(&req.merchant_id, &req.merchant_order_no);

@@ -51,12 +51,12 @@ pub async fn notify_by_client<W, T: Serialize>(
 /// Makes the event's first delivery attempt in the calling workflow's task (a local
 /// activity), and starts the Notification workflow of an event it does not deliver (see
 /// `NotifyActivities::first_try`), in a second step. The calling workflow's history holds the
-/// attempt.
+/// attempt. Whether the merchant accepted it.
 pub async fn first_try<W, T: Serialize>(
     ctx: &mut WorkflowContext<W>,
     event: MerchantEvent<'_, T>,
     event_time_ms: i64,
-) -> WorkflowResult<FirstTryOutcome> {
+) -> WorkflowResult<bool> {
     let summary = event.summary.clone();
     let request = request(event)?;
     let outcome = local_step(
@@ -71,20 +71,20 @@ pub async fn first_try<W, T: Serialize>(
     )
     .await
     .map_err(|e| invalid(&e))?;
-    if let FirstTryOutcome::NotDelivered(request) = &outcome {
-        local_step(
-            ctx,
-            true,
-            NotifyActivities::start_notification,
-            StartNotification {
-                request: request.clone(),
-            },
-            summary,
-        )
-        .await
-        .map_err(|e| invalid(&e))?;
-    }
-    Ok(outcome)
+    let request = match outcome {
+        FirstTryOutcome::Delivered(_) => return Ok(true),
+        FirstTryOutcome::NotDelivered(request) => request,
+    };
+    local_step(
+        ctx,
+        true,
+        NotifyActivities::start_notification,
+        StartNotification { request },
+        summary,
+    )
+    .await
+    .map_err(|e| invalid(&e))?;
+    Ok(false)
 }
 
 fn invalid(e: &dyn std::fmt::Display) -> ApplicationFailure {

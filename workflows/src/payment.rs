@@ -22,7 +22,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use payflow_activities::channels::{CloseOutcome, TradeQuery, TradeState};
-use payflow_activities::notification::FirstTryOutcome;
 use payflow_activities::payment::{
     MoveOrder, OpenPayment, Opened, PaymentActivities, PrepayOutcome, SettlePaid,
 };
@@ -631,7 +630,7 @@ impl Payment {
             };
         }
         let event_time_ms = now_ms(ctx.workflow_time());
-        if let FirstTryOutcome::Delivered(_) = first_try(ctx, event, event_time_ms).await? {
+        if first_try(ctx, event, event_time_ms).await? {
             let delivered = NotifyState::Delivered.as_str().to_string();
             updates.push(sa::NOTIFY_STATE.value_set(delivered));
         }
